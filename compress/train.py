@@ -1,0 +1,211 @@
+"""Fine-tuning with the transformers Trainer (so ``torchrun`` / ``accelerate launch`` distribute it
+unchanged), early stopping on the validation metric.
+
+NER labels are aligned to the first sub-token of each word (Devlin et al. 2019, section 5.3), and
+words are decoded from their first sub-token. With ``label_continuations`` (the ``label_all_tokens``
+option of Hugging Face's ``run_ner.py``) the other sub-tokens are trained too, as the inside of the
+word's entity (``B-X`` -> ``I-X``) or ``O``; otherwise they get -100 and no loss. Training them
+matters at serving time: raw text is split into words by the tokenizer's pre-tokenizer (whitespace
+and punctuation), so a CoNLL token such as ``U.S.`` or ``St.`` arrives as several words whose
+later pieces were continuation sub-tokens in training.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from compress.data import NerExample, Splits, TextExample
+from compress.metrics import classification_metrics, ner_metrics, primary_metric
+from compress.profiles import Profile
+from service.ner import first_subtokens
+
+log = logging.getLogger(__name__)
+IGNORE_INDEX = -100
+
+
+MODEL_KEYS = ("input_ids", "attention_mask", "token_type_ids", "labels")
+
+
+class ListDataset(torch.utils.data.Dataset):
+    """Features for the Trainer; keys other than the model's inputs and labels are dropped."""
+
+    def __init__(self, features: list[dict]) -> None:
+        self.features = [{k: f[k] for k in MODEL_KEYS} for f in features]
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.features[i]
+
+
+def load_model(task: str, path: str | Path, labels: Sequence[str] | None = None):
+    """A BERT-family encoder with a token- or sequence-classification head from a local path."""
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
+
+    cls = AutoModelForTokenClassification if task == "ner" else AutoModelForSequenceClassification
+    if labels is None:
+        return cls.from_pretrained(path)
+    return cls.from_pretrained(
+        path, num_labels=len(labels), id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+    )
+
+
+def continuation_tag(tag: str) -> str:
+    """Tag of a word's later sub-tokens: inside the same entity, or O."""
+    return "I-" + tag[2:] if tag != "O" else "O"
+
+
+def ner_features(tokenizer, examples: Sequence[NerExample], labels: Sequence[str], max_seq_len: int,
+                 label_continuations: bool = True) -> list[dict]:
+    """Tokenize pre-split sentences; ``labels`` ``[seq_len]`` holds tag ids (-100 = no loss)."""
+    label_id = {label: i for i, label in enumerate(labels)}
+    enc = tokenizer([ex.tokens for ex in examples], is_split_into_words=True, truncation=True,
+                    max_length=max_seq_len)
+    features = []
+    for i, ex in enumerate(examples):
+        word_ids = enc.word_ids(i)
+        seq_labels, prev = [], None
+        for w in word_ids:
+            if w is None:
+                seq_labels.append(IGNORE_INDEX)
+            elif w != prev:
+                seq_labels.append(label_id[ex.tags[w]])
+            else:
+                seq_labels.append(label_id[continuation_tag(ex.tags[w])] if label_continuations else IGNORE_INDEX)
+            prev = w
+        features.append({"input_ids": enc["input_ids"][i], "attention_mask": enc["attention_mask"][i],
+                         "token_type_ids": enc["token_type_ids"][i], "labels": seq_labels,
+                         "first_subtokens": first_subtokens(word_ids)})
+    return features
+
+
+def classification_features(tokenizer, examples: Sequence[TextExample], labels: Sequence[str],
+                            max_seq_len: int) -> list[dict]:
+    label_id = {label: i for i, label in enumerate(labels)}
+    enc = tokenizer([ex.text for ex in examples], truncation=True, max_length=max_seq_len)
+    return [{"input_ids": enc["input_ids"][i], "attention_mask": enc["attention_mask"][i],
+             "token_type_ids": enc["token_type_ids"][i], "labels": label_id[ex.label]}
+            for i, ex in enumerate(examples)]
+
+
+def features(task: str, tokenizer, examples: Sequence, labels: Sequence[str], profile: Profile) -> list[dict]:
+    if task == "ner":
+        return ner_features(tokenizer, examples, labels, profile.max_seq_len, profile.label_continuations)
+    return classification_features(tokenizer, examples, labels, profile.max_seq_len)
+
+
+def compute_metrics_fn(task: str, labels: Sequence[str], eval_features: list[dict]):
+    """Trainer ``compute_metrics`` using the same metric code as stage evaluation (NER: one tag per
+    word, read at its first sub-token)."""
+
+    def ner(pred) -> dict:
+        argmax = pred.predictions.argmax(-1)
+        true, guess = [], []
+        for p_row, l_row, feat in zip(argmax, pred.label_ids, eval_features):
+            keep = feat["first_subtokens"]
+            true.append([labels[i] for i in l_row[keep]])
+            guess.append([labels[i] for i in p_row[keep]])
+        m = ner_metrics(true, guess)
+        return {"f1": m["f1"], "precision": m["precision"], "recall": m["recall"]}
+
+    def classify(pred) -> dict:
+        return classification_metrics([labels[i] for i in pred.label_ids],
+                                      [labels[i] for i in pred.predictions.argmax(-1)])
+
+    return ner if task == "ner" else classify
+
+
+def collator(task: str, tokenizer):
+    from transformers import DataCollatorForTokenClassification, DataCollatorWithPadding
+
+    if task == "ner":
+        return DataCollatorForTokenClassification(tokenizer)
+    return DataCollatorWithPadding(tokenizer)
+
+
+def fine_tune(model, tokenizer, splits: Splits, profile: Profile, work_dir: Path, epochs: float,
+              train_examples: Sequence, validation_examples: Sequence, stage: str):
+    """Train ``model`` in place with the Trainer and return it with the best validation checkpoint.
+
+    Args:
+        epochs: passes over ``train_examples`` (fractions allowed).
+        stage: name used for the run directory and logs (``fine_tune``, ``recovery``).
+
+    Returns:
+        (model, history) where history lists the validation metrics of every evaluation.
+    """
+    from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
+
+    task, labels = splits.task, splits.labels
+    train_ds = ListDataset(features(task, tokenizer, train_examples, labels, profile))
+    val_features = features(task, tokenizer, validation_examples, labels, profile)
+    val_ds = ListDataset(val_features)
+    steps_per_epoch = math.ceil(len(train_ds) / profile.batch_size)
+    max_steps = max(1, round(steps_per_epoch * epochs))
+    eval_steps = min(profile.eval_steps, max_steps)
+    metric = primary_metric(task)
+    args = TrainingArguments(
+        output_dir=str(work_dir / stage),
+        max_steps=max_steps,
+        per_device_train_batch_size=profile.batch_size,
+        per_device_eval_batch_size=64,
+        learning_rate=profile.learning_rate,
+        weight_decay=0.01,
+        warmup_ratio=0.1,
+        lr_scheduler_type="linear",
+        eval_strategy="steps",
+        eval_steps=eval_steps,
+        save_strategy="steps",
+        save_steps=eval_steps,
+        save_total_limit=1,
+        load_best_model_at_end=True,
+        metric_for_best_model=metric,
+        greater_is_better=True,
+        group_by_length=True,
+        logging_steps=max(1, eval_steps // 3),
+        report_to=[],
+        seed=13,
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+        use_cpu=not torch.cuda.is_available(),
+        save_safetensors=True,
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=val_ds,
+        data_collator=collator(task, tokenizer),
+        compute_metrics=compute_metrics_fn(task, labels, val_features),
+        callbacks=[EarlyStoppingCallback(early_stopping_patience=profile.early_stopping_patience)],
+    )
+    log.info("%s: %d examples, %d steps (%.2f epochs), evaluating every %d steps on %d validation examples",
+             stage, len(train_ds), max_steps, epochs, eval_steps, len(val_ds))
+    trainer.train()
+    history = [
+        {k: v for k, v in entry.items() if k.startswith("eval_") or k in ("step", "epoch")}
+        for entry in trainer.state.log_history if f"eval_{metric}" in entry
+    ]
+    best = max((h[f"eval_{metric}"] for h in history), default=float("nan"))
+    log.info("%s: best validation %s %.4f after %d steps", stage, metric, best, trainer.state.global_step)
+    return trainer.model, {"steps": trainer.state.global_step, "best_validation": {metric: best},
+                           "evaluations": history}
+
+
+def as_numpy_logits(model):
+    """Adapter: a torch model as ``batch dict of int64 [batch, seq_len] -> float32 logits``."""
+    model.eval()
+
+    def run(batch: dict[str, np.ndarray]) -> np.ndarray:
+        with torch.inference_mode():
+            return model(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits.float().numpy()
+
+    return run

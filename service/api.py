@@ -1,0 +1,236 @@
+"""Transport layer: the FastAPI application.
+
+``POST /ner`` and ``POST /classify`` validate input, tokenize, and hand texts to the model's
+:class:`service.batching.DynamicBatcher`; health, readiness, model listing and Prometheus metrics
+sit beside them. Every error is a JSON :class:`service.schemas.ErrorBody` with a 4xx/5xx status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.batching import BatcherClosed, DynamicBatcher, InferenceError, Overloaded
+from service.metrics import Metrics
+from service.registry import SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION, LoadedModel, load_models
+from service.runtime import onnxruntime_distribution, select_providers
+from service.schemas import (ClassifyBatchResponse, ClassifyResponse, ErrorBody, InferenceRequest,
+                             NerBatchResponse, NerResponse)
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ERROR_RESPONSES = {code: {"model": ErrorBody} for code in (400, 404, 413, 422, 429, 500, 503)}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, error: str, message: str, field: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.error, self.message, self.field, self.headers = status, error, message, field, headers
+
+
+def error_response(status: int, error: str, message: str, field: str | None = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    body = ErrorBody(error=error, message=message, field=field).model_dump()
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+class State:
+    """What the app holds between startup and shutdown."""
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.models: dict[str, LoadedModel] = {}
+        self.batchers: dict[str, DynamicBatcher] = {}
+        self.ready = False
+
+
+def create_app(settings: Settings, models: dict[str, LoadedModel] | None = None) -> FastAPI:
+    """Build the app. ``models`` (already loaded) skips loading from ``settings.models_dir`` (tests)."""
+    state = State(settings, Metrics())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if models is None:
+            providers = select_providers(onnxruntime_distribution())
+            state.models = await asyncio.to_thread(load_models, settings.models_dir, providers,
+                                                   settings.intra_op_threads)
+        else:
+            state.models = models
+        for name, model in state.models.items():
+            state.metrics.register_model(name)
+            batcher = DynamicBatcher(name, model.infer, settings.max_batch_size, settings.max_wait_ms,
+                                     settings.max_queue_items, settings.inference_threads, state.metrics)
+            batcher.start()
+            state.batchers[name] = batcher
+            if settings.warmup:
+                await batcher.submit(model.tokenize(["Presso warms up in Paris."]))
+        state.ready = True
+        state.metrics.ready.set(1)
+        log.info("ready: %s", {n: m.task for n, m in state.models.items()})
+        try:
+            yield
+        finally:
+            state.ready = False
+            state.metrics.ready.set(0)
+            await asyncio.gather(*(b.stop() for b in state.batchers.values()))
+
+    app = FastAPI(title="Presso", version="0.1.0", lifespan=lifespan,
+                  description="Compressed transformer inference: NER and text classification.")
+    app.state.presso = state
+    install_error_handlers(app)
+    install_metrics_middleware(app, state.metrics)
+    app.add_middleware(JsonByDefault)
+
+    def pick_model(task: str, requested: str | None) -> LoadedModel:
+        if not state.ready:
+            raise ApiError(503, "not_ready", "models are loading or the service is shutting down")
+        if requested is not None:
+            model = state.models.get(requested)
+            if model is None:
+                raise ApiError(404, "unknown_model", f"no model named {requested!r}; loaded: {sorted(state.models)}",
+                               "body.model")
+            if model.task != task:
+                raise ApiError(422, "wrong_task", f"model {requested!r} is {model.task}, this endpoint needs {task}",
+                               "body.model")
+            return model
+        candidates = sorted(n for n, m in state.models.items() if m.task == task)
+        if len(candidates) != 1:
+            message = (f"no {task} model is loaded" if not candidates
+                       else f"several {task} models are loaded, choose one with 'model': {candidates}")
+            raise ApiError(404 if not candidates else 422, "model_required", message, "body.model")
+        return state.models[candidates[0]]
+
+    def check_limits(texts: list[str], single: bool) -> None:
+        if len(texts) > settings.max_texts_per_request:
+            raise ApiError(413, "too_many_texts", f"{len(texts)} texts, at most {settings.max_texts_per_request} "
+                           "per request", "body.texts")
+        for i, text in enumerate(texts):
+            if len(text) > settings.max_text_chars:
+                raise ApiError(413, "text_too_long", f"text has {len(text)} characters, at most "
+                               f"{settings.max_text_chars}", "body.text" if single else f"body.texts.{i}")
+
+    async def run(task: str, body: InferenceRequest) -> tuple[LoadedModel, list[dict]]:
+        model = pick_model(task, body.model)
+        texts = body.all_texts()
+        check_limits(texts, body.text is not None)
+        items = await asyncio.to_thread(model.tokenize, texts)  # keep the event loop free
+        try:
+            return model, await state.batchers[model.name].submit(items)
+        except Overloaded as exc:
+            raise ApiError(429, "overloaded", str(exc), headers={"Retry-After": str(exc.retry_after_s)})
+        except BatcherClosed as exc:
+            raise ApiError(503, "shutting_down", str(exc))
+        except InferenceError as exc:
+            raise ApiError(500, "inference_failed", str(exc))
+
+    @app.post("/ner", response_model=NerResponse | NerBatchResponse, responses=ERROR_RESPONSES,
+              summary="Named entities with character offsets")
+    async def ner(body: InferenceRequest):
+        model, results = await run(TOKEN_CLASSIFICATION, body)
+        if body.text is not None:
+            return {"model": model.name, **results[0]}
+        return {"model": model.name, "results": results}
+
+    @app.post("/classify", response_model=ClassifyResponse | ClassifyBatchResponse, responses=ERROR_RESPONSES,
+              summary="Label and per-label probabilities")
+    async def classify(body: InferenceRequest):
+        model, results = await run(SEQUENCE_CLASSIFICATION, body)
+        if body.text is not None:
+            return {"model": model.name, **results[0]}
+        return {"model": model.name, "results": results}
+
+    @app.get("/health/live", summary="Liveness: the process answers")
+    async def live():
+        return {"status": "alive"}
+
+    @app.get("/health/ready", summary="Readiness: every model loaded and warmed up",
+             responses={503: {"model": ErrorBody}})
+    async def ready():
+        if not state.ready:
+            return error_response(503, "not_ready", "models are loading or the service is shutting down")
+        return {"status": "ready", "models": sorted(state.models)}
+
+    @app.get("/models", summary="Each loaded model's manifest")
+    async def list_models():
+        return {"models": [m.manifest for m in state.models.values()]}
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def metrics():
+        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+class JsonByDefault:
+    """ASGI middleware: a POST without a JSON content type (``curl -d`` sends a form type) is read
+    as JSON, so the answer is about the body's content rather than its declared type."""
+
+    LENIENT = (b"", b"application/x-www-form-urlencoded")
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "POST":
+            headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+            declared = dict(scope["headers"]).get(b"content-type", b"").split(b";")[0].strip().lower()
+            if declared in self.LENIENT:
+                scope = {**scope, "headers": headers + [(b"content-type", b"application/json")]}
+        await self.app(scope, receive, send)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(_request: Request, exc: ApiError):
+        return error_response(exc.status, exc.error, exc.message, exc.field, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError):
+        errors = exc.errors()
+        first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request", "type": "invalid"}
+        field = ".".join(str(p) for p in first.get("loc", ()))
+        if first.get("type") == "json_invalid":
+            return error_response(400, "invalid_json", f"request body is not valid JSON: {first.get('msg')}", "body")
+        message = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in errors[:5])
+        return error_response(422, "invalid_request", message, field)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException):
+        if exc.status_code == 400:  # FastAPI could not decode the body (e.g. bytes that are not UTF-8)
+            return error_response(400, "invalid_json", f"request body is not valid UTF-8 JSON ({exc.detail})", "body")
+        return error_response(exc.status_code, "http_error", str(exc.detail), None, getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def unexpected(_request: Request, exc: Exception):
+        log.exception("unhandled error")
+        return error_response(500, "internal_error", f"unexpected {type(exc).__name__}")
+
+
+def install_metrics_middleware(app: FastAPI, metrics: Metrics) -> None:
+    known = {"/ner", "/classify", "/health/live", "/health/ready", "/models", "/metrics"}
+    for endpoint in ("/ner", "/classify"):
+        metrics.requests.labels(endpoint=endpoint, status="200")
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next):
+        started = time.perf_counter()
+        endpoint = request.url.path if request.url.path in known else "other"
+        status = "500"
+        try:
+            response = await call_next(request)
+            status = str(response.status_code)
+            return response
+        finally:
+            metrics.requests.labels(endpoint=endpoint, status=status).inc()
+            metrics.request_latency.labels(endpoint=endpoint, status=status).observe(time.perf_counter() - started)

@@ -1,0 +1,132 @@
+"""Token classification post-processing: per-token logits to entity spans. Pure functions, no I/O.
+
+A *word* is a unit of the tokenizer's pre-tokenizer (for BERT: split on whitespace and
+punctuation), identified by ``word_ids``. Each word is labelled by its first sub-token, as the
+model was trained (labels aligned to the first sub-token, Devlin et al. 2019, section 5.3), so the
+sub-word pieces of one word can never split an entity. Words are grouped into entity spans with
+the IOB2 scheme; an ``I-X`` that does not continue an ``X`` entity starts a new one (the lenient
+reading of ``conlleval``).
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Word:
+    """One word's prediction: IOB2 ``tag``, its probability ``score`` and char span ``[start, end)``."""
+
+    tag: str
+    score: float
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class EntitySpan:
+    """An entity: ``label`` without the B-/I- prefix; ``text == source[start:end]`` (code points)."""
+
+    label: str
+    text: str
+    start: int
+    end: int
+    score: float
+
+    def as_dict(self) -> dict:
+        return {"label": self.label, "text": self.text, "start": self.start, "end": self.end,
+                "score": round(self.score, 6)}
+
+
+def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Numerically stable softmax; ``logits`` of any shape, float32 output of the same shape."""
+    shifted = logits - logits.max(axis=axis, keepdims=True)
+    exp = np.exp(shifted, dtype=np.float32)
+    return exp / exp.sum(axis=axis, keepdims=True)
+
+
+def first_subtokens(word_ids: Sequence[int | None]) -> list[int]:
+    """Index of the first sub-token of every word, in word order (special tokens have id None)."""
+    seen: set[int] = set()
+    firsts: list[int] = []
+    for i, w in enumerate(word_ids):
+        if w is not None and w not in seen:
+            seen.add(w)
+            firsts.append(i)
+    return firsts
+
+
+def word_predictions(
+    logits: np.ndarray,
+    word_ids: Sequence[int | None],
+    offsets: Sequence[tuple[int, int]],
+    labels: Sequence[str],
+) -> list[Word]:
+    """Label every word by its first sub-token.
+
+    Args:
+        logits: ``[seq_len, num_labels]`` for one sequence (padding may follow; it is ignored).
+        word_ids: ``[seq_len]`` word index of each token, None for special tokens.
+        offsets: ``[seq_len]`` char offsets ``(start, end)`` of each token in the source text.
+        labels: ``[num_labels]`` IOB2 tag of each class id.
+
+    Returns:
+        One :class:`Word` per word, spanning from its first to its last sub-token.
+    """
+    probs = softmax(logits[: len(word_ids)])
+    last: dict[int, int] = {}
+    for i, w in enumerate(word_ids):
+        if w is not None:
+            last[w] = i
+    words = []
+    for i in first_subtokens(word_ids):
+        cls = int(probs[i].argmax())
+        words.append(Word(labels[cls], float(probs[i, cls]), offsets[i][0], offsets[last[word_ids[i]]][1]))
+    return words
+
+
+def group_entities(words: Sequence[Word], text: str) -> list[EntitySpan]:
+    """Group IOB2-tagged words into entity spans over ``text``; the score is the words' mean."""
+    spans: list[EntitySpan] = []
+    current: list[Word] = []
+    current_type = ""
+
+    def close() -> None:
+        if current:
+            start, end = current[0].start, current[-1].end
+            # Uncased tokenizers strip accents, so a trailing combining mark (e.g. U+0301) falls
+            # outside the last token's offsets; keep it with its base character.
+            while end < len(text) and unicodedata.combining(text[end]):
+                end += 1
+            score = sum(w.score for w in current) / len(current)
+            spans.append(EntitySpan(current_type, text[start:end], start, end, score))
+            current.clear()
+
+    for word in words:
+        prefix, _, etype = word.tag.partition("-")
+        if prefix == "B" or (prefix == "I" and etype != current_type):
+            close()
+            current_type = etype
+            current.append(word)
+        elif prefix == "I":
+            current.append(word)
+        else:
+            close()
+            current_type = ""
+    close()
+    return spans
+
+
+def extract_entities(
+    text: str,
+    logits: np.ndarray,
+    word_ids: Sequence[int | None],
+    offsets: Sequence[tuple[int, int]],
+    labels: Sequence[str],
+) -> list[EntitySpan]:
+    """Entity spans of one text from its token logits ``[seq_len, num_labels]``."""
+    return group_entities(word_predictions(logits, word_ids, offsets, labels), text)

