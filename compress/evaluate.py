@@ -92,9 +92,19 @@ def latency_ms(logits_fn: LogitsFn, test: TestSet, batch_size: int, runs: int) -
             "seq_len": int(batch["input_ids"].shape[1])}
 
 
+def batch_invariance(logits_fn: LogitsFn, test: TestSet, preds: list, n: int) -> float:
+    """Fraction of the first ``n`` test examples whose prediction alone (batch of 1) equals their
+    prediction inside a length-sorted batch of ``EVAL_BATCH``."""
+    n = min(n, len(test.encoded))
+    same = sum(test._decode(logits_fn(test.padded([i]))[0], test.encoded[i], test.gold[i]) == preds[i]
+               for i in range(n))
+    return round(same / max(1, n), 5)
+
+
 def evaluate_stage(name: str, runtime: str, logits_fn: LogitsFn, test: TestSet, size_bytes: int,
-                   latency_runs: int) -> tuple[dict, list]:
-    """Metrics, file size and latency of one stage; also returns its predictions."""
+                   latency_runs: int, invariance_examples: int = 0) -> tuple[dict, list]:
+    """Metrics, file size, latency and (if ``invariance_examples``) batch invariance of one stage;
+    also returns its predictions."""
     t0 = time.perf_counter()
     preds = test.predict(logits_fn)
     eval_s = time.perf_counter() - t0
@@ -107,4 +117,8 @@ def evaluate_stage(name: str, runtime: str, logits_fn: LogitsFn, test: TestSet, 
         "test_examples": len(test.encoded),
         "eval_s": round(eval_s, 2),
     }
+    if invariance_examples:
+        record["batch_invariance"] = {"examples": min(invariance_examples, len(test.encoded)),
+                                      "same_prediction_alone_and_batched": batch_invariance(
+                                          logits_fn, test, preds, invariance_examples)}
     return record, preds

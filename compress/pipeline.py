@@ -4,6 +4,7 @@ evaluate every stage -> write the artifact. Each stage logs what it produced."""
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -16,8 +17,8 @@ from compress.export import check_parity, export_onnx
 from compress.metrics import primary_metric
 from compress.profiles import Profile
 from compress.prune import prune_model
-from compress.quantize import quantize_dynamic
-from compress.train import ListDataset, as_numpy_logits, collator, features, fine_tune, load_model
+from compress.quantize import quantize_dynamic, quantize_static
+from compress.train import as_numpy_logits, collator, features, fine_tune, load_model
 
 log = logging.getLogger(__name__)
 PARITY_ATOL = 1e-4
@@ -46,8 +47,15 @@ def importance_batches(tokenizer, splits: Splits, profile: Profile, examples: li
     feats = features(splits.task, tokenizer, examples[: profile.importance_batches * profile.batch_size],
                      splits.labels, profile)
     collate = collator(splits.task, tokenizer)
-    feats = ListDataset(feats).features
     return [dict(collate(feats[i: i + profile.batch_size])) for i in range(0, len(feats), profile.batch_size)]
+
+
+def calibration_encodings(encoder, splits: Splits, train: list, profile: Profile) -> list:
+    """Training texts for static-quantization calibration, tokenized like the test set."""
+    sample = train[: profile.calibration_examples]
+    if splits.task == "ner":
+        return encoder.encode_words([ex.tokens for ex in sample])
+    return encoder.encode([ex.text for ex in sample])
 
 
 class Stopwatch:
@@ -63,8 +71,11 @@ class Stopwatch:
         return out
 
 
-def build(splits: Splits, name: str, models_dir: Path, profile: Profile) -> dict:
+def build(splits: Splits, name: str, models_dir: Path, profile: Profile, work_dir: Path | None = None) -> dict:
     """Run every stage and write ``models_dir/name``; returns the manifest.
+
+    Intermediate checkpoints and the fp32 ONNX model go to ``work_dir`` (kept) or a temporary
+    directory (deleted).
 
     Raises:
         compress.export.ExportParityError: the ONNX export disagrees with PyTorch.
@@ -72,10 +83,11 @@ def build(splits: Splits, name: str, models_dir: Path, profile: Profile) -> dict
     import torch
     from transformers import AutoTokenizer
 
-    from service.encoding import TextEncoder
+    from service.encoding import TextEncoder, pad_batch
     from service.runtime import OnnxModel
 
     torch.manual_seed(13)
+    main_process = int(os.environ.get("RANK", "0")) == 0
     clock = Stopwatch()
     base = base_model()
     task, metric = splits.task, primary_metric(splits.task)
@@ -86,9 +98,12 @@ def build(splits: Splits, name: str, models_dir: Path, profile: Profile) -> dict
              splits.labels, len(train), len(validation), len(test_examples), splits.sizes())
 
     final_dir = models_dir / name
-    work = Path(tempfile.mkdtemp(prefix=f"presso-{name}-"))
+    keep = work_dir is not None
+    work = Path(work_dir) if keep else Path(tempfile.mkdtemp(prefix=f"presso-{name}-"))
     out = work / "artifact"
-    out.mkdir()
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
     try:
         tokenizer = AutoTokenizer.from_pretrained(base["path"])
         tokenizer.save_pretrained(out)
@@ -98,8 +113,11 @@ def build(splits: Splits, name: str, models_dir: Path, profile: Profile) -> dict
         preds: dict[str, list] = {}
 
         def evaluate(stage: str, runtime: str, fn, size: int) -> None:
+            if not main_process:
+                return
+            invariance = profile.invariance_examples if runtime == "onnxruntime" else 0
             record, preds[stage] = clock.run(f"evaluate[{stage}]", evaluate_stage, stage, runtime, fn, test,
-                                             size, profile.latency_runs)
+                                             size, profile.latency_runs, invariance)
             if stages:
                 record["agreement_with_previous"] = agreement(preds[stages[-1]["stage"]], preds[stage])
             stages.append(record)
@@ -110,8 +128,9 @@ def build(splits: Splits, name: str, models_dir: Path, profile: Profile) -> dict
         # 2. fine-tune
         model = load_model(task, base["path"], splits.labels)
         model, tune_history = clock.run("fine_tune", fine_tune, model, tokenizer, splits, profile, work,
-                                        profile.epochs, train, validation, "fine_tune")
-        model.save_pretrained(work / "fp32")
+                                        profile.epochs[task], train, validation, "fine_tune")
+        if main_process:
+            model.save_pretrained(work / "fp32")
         evaluate("fp32", "pytorch", as_numpy_logits(model), dir_bytes(work / "fp32", "*.safetensors"))
 
         # 3. prune + recovery fine-tune
@@ -120,6 +139,8 @@ def build(splits: Splits, name: str, models_dir: Path, profile: Profile) -> dict
                             profile.prune_ffn_ratio)
         model, recovery_history = clock.run("recovery", fine_tune, model, tokenizer, splits, profile, work,
                                             profile.recovery_epochs, train, validation, "recovery")
+        if not main_process:  # under torchrun / accelerate, rank 0 exports, quantizes and writes
+            return {}
         model.save_pretrained(work / "pruned")
         torch_logits = as_numpy_logits(model)
         evaluate("pruned_fp32", "pytorch", torch_logits, dir_bytes(work / "pruned", "*.safetensors"))
@@ -133,7 +154,11 @@ def build(splits: Splits, name: str, models_dir: Path, profile: Profile) -> dict
 
         # 5. INT8
         int8_path = out / "model.onnx"
-        quantization = clock.run("quantize", quantize_dynamic, fp32_onnx, int8_path)
+        if profile.quantization == "static":
+            calibration = [pad_batch([e]) for e in calibration_encodings(encoder, splits, train, profile)]
+            quantization = clock.run("quantize", quantize_static, fp32_onnx, int8_path, calibration)
+        else:
+            quantization = clock.run("quantize", quantize_dynamic, fp32_onnx, int8_path)
         evaluate("int8", "onnxruntime", OnnxModel(int8_path).run, int8_path.stat().st_size)
 
         # 7. artifact
@@ -159,6 +184,7 @@ def build(splits: Splits, name: str, models_dir: Path, profile: Profile) -> dict
                 f"{metric}_drop_points": round(100 * (first["metrics"][metric] - final["metrics"][metric]), 2),
                 "size_ratio_int8_vs_fp32": round(final["size_bytes"] / first["size_bytes"], 4),
                 "int8_agreement_with_fp32_onnx": final["agreement_with_previous"],
+                "int8_batch_invariance": final["batch_invariance"]["same_prediction_alone_and_batched"],
             },
             "pruning": pruning,
             "export": {"library": "optimum.exporters.onnx", "opset": 17, "dynamic_axes": ["batch", "sequence"],
@@ -176,4 +202,5 @@ def build(splits: Splits, name: str, models_dir: Path, profile: Profile) -> dict
         log.info("artifact %s written: %s", final_dir, manifest["summary"])
         return manifest
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)

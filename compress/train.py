@@ -23,20 +23,14 @@ import torch
 from compress.data import NerExample, Splits, TextExample
 from compress.metrics import classification_metrics, ner_metrics, primary_metric
 from compress.profiles import Profile
-from service.ner import first_subtokens
 
 log = logging.getLogger(__name__)
 IGNORE_INDEX = -100
 
 
-MODEL_KEYS = ("input_ids", "attention_mask", "token_type_ids", "labels")
-
-
 class ListDataset(torch.utils.data.Dataset):
-    """Features for the Trainer; keys other than the model's inputs and labels are dropped."""
-
     def __init__(self, features: list[dict]) -> None:
-        self.features = [{k: f[k] for k in MODEL_KEYS} for f in features]
+        self.features = features
 
     def __len__(self) -> int:
         return len(self.features)
@@ -82,8 +76,7 @@ def ner_features(tokenizer, examples: Sequence[NerExample], labels: Sequence[str
                 seq_labels.append(label_id[continuation_tag(ex.tags[w])] if label_continuations else IGNORE_INDEX)
             prev = w
         features.append({"input_ids": enc["input_ids"][i], "attention_mask": enc["attention_mask"][i],
-                         "token_type_ids": enc["token_type_ids"][i], "labels": seq_labels,
-                         "first_subtokens": first_subtokens(word_ids)})
+                         "token_type_ids": enc["token_type_ids"][i], "labels": seq_labels})
     return features
 
 
@@ -102,15 +95,16 @@ def features(task: str, tokenizer, examples: Sequence, labels: Sequence[str], pr
     return classification_features(tokenizer, examples, labels, profile.max_seq_len)
 
 
-def compute_metrics_fn(task: str, labels: Sequence[str], eval_features: list[dict]):
+def compute_metrics_fn(task: str, labels: Sequence[str]):
     """Trainer ``compute_metrics`` using the same metric code as stage evaluation (NER: one tag per
-    word, read at its first sub-token)."""
+    word, read at its first sub-token; validation features label only first sub-tokens, so the
+    mask survives the Trainer's length-grouped evaluation order)."""
 
     def ner(pred) -> dict:
         argmax = pred.predictions.argmax(-1)
         true, guess = [], []
-        for p_row, l_row, feat in zip(argmax, pred.label_ids, eval_features):
-            keep = feat["first_subtokens"]
+        for p_row, l_row in zip(argmax, pred.label_ids):
+            keep = l_row != IGNORE_INDEX
             true.append([labels[i] for i in l_row[keep]])
             guess.append([labels[i] for i in p_row[keep]])
         m = ner_metrics(true, guess)
@@ -146,11 +140,14 @@ def fine_tune(model, tokenizer, splits: Splits, profile: Profile, work_dir: Path
 
     task, labels = splits.task, splits.labels
     train_ds = ListDataset(features(task, tokenizer, train_examples, labels, profile))
-    val_features = features(task, tokenizer, validation_examples, labels, profile)
-    val_ds = ListDataset(val_features)
+    val_ds = ListDataset(features(task, tokenizer, validation_examples, labels,
+                                  profile.model_copy(update={"label_continuations": False})))
     steps_per_epoch = math.ceil(len(train_ds) / profile.batch_size)
     max_steps = max(1, round(steps_per_epoch * epochs))
-    eval_steps = min(profile.eval_steps, max_steps)
+    # Evaluate at evenly spaced steps that include the last one, so no training is discarded.
+    n_evals = math.ceil(max_steps / profile.eval_steps)
+    eval_steps = math.ceil(max_steps / n_evals)
+    max_steps = eval_steps * n_evals
     metric = primary_metric(task)
     args = TrainingArguments(
         output_dir=str(work_dir / stage),
@@ -184,7 +181,7 @@ def fine_tune(model, tokenizer, splits: Splits, profile: Profile, work_dir: Path
         train_dataset=train_ds,
         eval_dataset=val_ds,
         data_collator=collator(task, tokenizer),
-        compute_metrics=compute_metrics_fn(task, labels, val_features),
+        compute_metrics=compute_metrics_fn(task, labels),
         callbacks=[EarlyStoppingCallback(early_stopping_patience=profile.early_stopping_patience)],
     )
     log.info("%s: %d examples, %d steps (%.2f epochs), evaluating every %d steps on %d validation examples",

@@ -40,6 +40,7 @@ def build(
     profile: str = typer.Option("default", help="training budget: default, full or smoke"),
     models_dir: Path = typer.Option(Path("models"), help="where artifacts are written"),
     if_missing: bool = typer.Option(False, "--if-missing", help="skip when the artifact already exists"),
+    work_dir: Optional[Path] = typer.Option(None, help="keep checkpoints and the fp32 ONNX model here"),
 ) -> None:
     """Fine-tune, prune, export, quantize and evaluate a model, and write models/<name>/."""
     _logging()
@@ -69,7 +70,7 @@ def build(
     except DataError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
-    manifest = run_build(splits, name, models_dir, PROFILES[profile])
+    manifest = run_build(splits, name, models_dir, PROFILES[profile], work_dir)
     typer.echo(json.dumps(manifest["summary"], indent=2))
 
 
@@ -107,6 +108,14 @@ def eval_http(
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(text + "\n")
     typer.echo(text)
+
+
+@app.command()
+def report(models_dir: Path = typer.Argument(Path("models"), help="directory of model artifacts")) -> None:
+    """Print each artifact's stage metrics, sizes and latencies as markdown."""
+    from presso.report import render
+
+    typer.echo(render(models_dir))
 
 
 if __name__ == "__main__":

@@ -92,7 +92,6 @@ def test_ner_features_label_first_subtoken_and_continuations(tiny):
     feat = ner_features(tokenizer, [ex], NER_LABELS, 32)[0]
     b, i = NER_LABELS.index("B-LOC"), NER_LABELS.index("I-LOC")
     assert feat["labels"] == [-100, b, i, i, 0, 0, -100]  # [CLS] jack ##s ##ville is good [SEP]
-    assert feat["first_subtokens"] == [1, 4, 5]
     plain = ner_features(tokenizer, [ex], NER_LABELS, 32, label_continuations=False)[0]
     assert plain["labels"] == [-100, b, -100, -100, 0, 0, -100]
 
@@ -106,3 +105,23 @@ def test_ner_features_label_first_subtoken_and_continuations(tiny):
 ])
 def test_quantization_preset_follows_cpu_flags(flags, machine, preset):
     assert choose_preset(flags, machine) == preset
+
+
+def test_fine_tune_runs_the_trainer_with_early_stopping_metrics(tiny, tmp_path):
+    from compress.data import Splits
+    from compress.profiles import PROFILES
+    from compress.train import fine_tune
+
+    _, _, d = tiny
+    tokenizer = transformers.BertTokenizerFast(tokenizer_file=str(d / "tokenizer.json"))
+    config = transformers.BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                     intermediate_size=32, num_labels=len(NER_LABELS))
+    model = transformers.BertForTokenClassification(config)
+    examples = [NerExample(["jacksville", "is", "good"], ["B-LOC", "O", "O"]),
+                NerExample(["john", "smith", "lives", "in", "paris"], ["B-PER", "I-PER", "O", "O", "B-LOC"])] * 8
+    splits = Splits("ner", "fake", examples, examples[:4], examples[:4], NER_LABELS)
+    profile = PROFILES["smoke"].model_copy(update={"batch_size": 4, "eval_steps": 2})
+    model, history = fine_tune(model, tokenizer, splits, profile, tmp_path, 1.0, examples, examples[:4], "fine_tune")
+    assert history["steps"] == 4
+    assert [h["step"] for h in history["evaluations"]] == [2, 4]  # the last step is always evaluated
+    assert 0 <= history["best_validation"]["f1"] <= 1

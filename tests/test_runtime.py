@@ -1,0 +1,70 @@
+"""ONNX Runtime distribution check, artifact validation and settings from the environment."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import shutil
+
+import pytest
+
+from service import runtime
+from service.registry import ArtifactError, load_models, read_manifest
+
+
+def fake_installed(monkeypatch, names):
+    real = importlib.metadata.distribution
+
+    def distribution(name):
+        if name in runtime.ORT_DISTRIBUTIONS:
+            if name in names:
+                return object()
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", distribution)
+
+
+@pytest.mark.parametrize("installed, ok", [
+    (["onnxruntime"], True), (["onnxruntime-gpu"], True),
+    (["onnxruntime", "onnxruntime-gpu"], False), ([], False),
+])
+def test_exactly_one_onnxruntime_distribution(monkeypatch, installed, ok):
+    fake_installed(monkeypatch, installed)
+    if ok:
+        assert runtime.onnxruntime_distribution() == installed[0]
+    else:
+        with pytest.raises(runtime.RuntimeSetupError, match="exactly one"):
+            runtime.onnxruntime_distribution()
+
+
+def test_cpu_distribution_selects_cpu_provider():
+    assert runtime.select_providers("onnxruntime") == ["CPUExecutionProvider"]
+
+
+def test_artifact_checksum_and_manifest_are_validated(fake_models_dir, tmp_path):
+    bad = tmp_path / "models"
+    shutil.copytree(fake_models_dir / "fake-ner", bad / "fake-ner")
+    read_manifest(bad / "fake-ner")
+    (bad / "fake-ner" / "model.onnx").write_bytes(b"tampered")
+    with pytest.raises(ArtifactError, match="sha256"):
+        load_models(bad, ["CPUExecutionProvider"], 1)
+    manifest = json.loads((bad / "fake-ner" / "manifest.json").read_text())
+    del manifest["labels"]
+    (bad / "fake-ner" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="missing keys"):
+        read_manifest(bad / "fake-ner")
+    with pytest.raises(ArtifactError, match="no model artifacts"):
+        load_models(tmp_path / "empty", ["CPUExecutionProvider"], 1)
+
+
+def test_settings_come_from_prefixed_environment(monkeypatch):
+    from service.settings import Settings
+
+    monkeypatch.setenv("PRESSO_MAX_BATCH_SIZE", "7")
+    monkeypatch.setenv("PRESSO_MAX_WAIT_MS", "2.5")
+    s = Settings()
+    assert s.max_batch_size == 7 and s.max_wait_ms == 2.5
+    monkeypatch.setenv("PRESSO_MAX_BATCH_SIZE", "0")
+    with pytest.raises(ValueError):
+        Settings()
