@@ -17,7 +17,7 @@ from compress.export import check_parity, export_onnx
 from compress.metrics import primary_metric
 from compress.profiles import Profile
 from compress.prune import prune_model
-from compress.quantize import quantize_dynamic, quantize_static
+from compress.quantize import STATIC_CANDIDATES, quantize_dynamic, quantize_static
 from compress.train import as_numpy_logits, collator, features, fine_tune, load_model
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,40 @@ def calibration_encodings(encoder, splits: Splits, train: list, profile: Profile
     if splits.task == "ner":
         return encoder.encode_words([ex.tokens for ex in sample])
     return encoder.encode([ex.text for ex in sample])
+
+
+def choose_static_int8(fp32_onnx: Path, fp32_model, output: Path, calibration: list, selection: TestSet,
+                       metric: str, max_drop_points: float, work: Path) -> dict:
+    """Quantize with each of ``STATIC_CANDIDATES`` (fastest first) and keep the first whose
+    validation ``metric`` is within ``max_drop_points`` of the fp32 ONNX model (else the best one).
+
+    Returns:
+        The chosen candidate's settings plus every candidate's validation score and the reason.
+    """
+    from service.runtime import OnnxModel
+
+    reference = selection.metrics(selection.predict(fp32_model.run))[metric]
+    tried, chosen = [], None
+    for name, patterns in STATIC_CANDIDATES:
+        path = work / f"int8-{name}.onnx"
+        settings = quantize_static(fp32_onnx, path, calibration, exclude_patterns=patterns)
+        score = selection.metrics(selection.predict(OnnxModel(path).run))[metric]
+        drop = round(100 * (reference - score), 2)
+        tried.append({"candidate": name, f"validation_{metric}": score, "drop_points": drop,
+                      "size_bytes": path.stat().st_size, "settings": settings})
+        log.info("INT8 candidate %s: validation %s %.4f (fp32 ONNX %.4f, drop %.2f points)", name, metric, score,
+                 reference, drop)
+        if drop <= max_drop_points:
+            chosen = tried[-1]
+            break
+    reason = f"first candidate within {max_drop_points} points of fp32 ONNX on validation"
+    if chosen is None:
+        chosen = max(tried, key=lambda t: t[f"validation_{metric}"])
+        reason = f"no candidate within {max_drop_points} points; best validation {metric}"
+    shutil.copy(work / f"int8-{chosen['candidate']}.onnx", output)
+    return {**chosen["settings"], "candidate": chosen["candidate"], "chosen_because": reason,
+            f"validation_{metric}_fp32_onnx": reference, "candidates": tried,
+            "cpu": chosen["settings"]["chosen_because"]}
 
 
 class Stopwatch:
@@ -156,7 +190,9 @@ def build(splits: Splits, name: str, models_dir: Path, profile: Profile, work_di
         int8_path = out / "model.onnx"
         if profile.quantization == "static":
             calibration = [pad_batch([e]) for e in calibration_encodings(encoder, splits, train, profile)]
-            quantization = clock.run("quantize", quantize_static, fp32_onnx, int8_path, calibration)
+            selection = TestSet(splits, encoder, validation[: profile.selection_examples])
+            quantization = clock.run("quantize", choose_static_int8, fp32_onnx, onnx_fp32, int8_path, calibration,
+                                     selection, metric, profile.int8_max_drop_points, work)
         else:
             quantization = clock.run("quantize", quantize_dynamic, fp32_onnx, int8_path)
         evaluate("int8", "onnxruntime", OnnxModel(int8_path).run, int8_path.stat().st_size)

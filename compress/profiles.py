@@ -25,6 +25,9 @@ class Profile(BaseModel):
     importance_batches: int = 40
     quantization: str = Field("static", pattern="^(static|dynamic)$",
                               description="INT8 mode: static QDQ (batch-invariant) or dynamic")
+    int8_max_drop_points: float = Field(0.5, description="static INT8: the first (fastest) candidate within this "
+                                        "many points of fp32 ONNX on validation is chosen")
+    selection_examples: int = Field(1000, description="validation examples used to choose the INT8 candidate")
     calibration_examples: int = Field(256, description="training texts for static calibration (batch 1, unpadded)")
     invariance_examples: int = Field(500, description="test texts re-run alone to measure batch invariance")
     recovery_epochs: float = 0.3
