@@ -8,6 +8,7 @@ exact. Scale out with more replicas (see deploy/).
 from __future__ import annotations
 
 import logging
+import signal
 
 import uvicorn
 
@@ -26,8 +27,16 @@ def configure_logging(level: str) -> None:
         handler.addFilter(_QuietQuantizationLogs())
 
 
+def _drained(signum, _frame) -> None:
+    logging.getLogger(__name__).info("signal %d: in-flight requests drained, exiting", signum)
+
+
 def run(settings: Settings) -> None:
+    """Serve until SIGTERM/SIGINT; uvicorn then stops accepting, finishes in-flight requests
+    (up to 30 s) and runs the app's shutdown. It re-raises the signal afterwards; the handler
+    installed here turns that into a normal return, so a drained shutdown exits with status 0."""
     configure_logging(settings.log_level)
+    signal.signal(signal.SIGTERM, _drained)
     app = create_app(settings)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
                 timeout_graceful_shutdown=30, access_log=False)

@@ -52,7 +52,7 @@ def service(built_models):
         yield url
     finally:
         proc.terminate()
-        assert proc.wait(timeout=60) == 0
+        assert proc.wait(timeout=60) == 0, "SIGTERM must drain and exit 0"
 
 
 def test_artifacts_describe_every_stage(built_models):
