@@ -134,21 +134,22 @@ def create_app(settings: Settings, models: dict[str, LoadedModel] | None = None)
         except InferenceError as exc:
             raise ApiError(500, "inference_failed", str(exc))
 
-    @app.post("/ner", response_model=NerResponse | NerBatchResponse, responses=ERROR_RESPONSES,
-              summary="Named entities with character offsets")
-    async def ner(body: InferenceRequest):
-        model, results = await run(TOKEN_CLASSIFICATION, body)
+    async def answer(task: str, body: InferenceRequest) -> dict:
+        """One text: the result's fields beside ``model``; several: ``results`` in input order."""
+        model, results = await run(task, body)
         if body.text is not None:
             return {"model": model.name, **results[0]}
         return {"model": model.name, "results": results}
 
+    @app.post("/ner", response_model=NerResponse | NerBatchResponse, responses=ERROR_RESPONSES,
+              summary="Named entities with character offsets")
+    async def ner(body: InferenceRequest):
+        return await answer(TOKEN_CLASSIFICATION, body)
+
     @app.post("/classify", response_model=ClassifyResponse | ClassifyBatchResponse, responses=ERROR_RESPONSES,
               summary="Label and per-label probabilities")
     async def classify(body: InferenceRequest):
-        model, results = await run(SEQUENCE_CLASSIFICATION, body)
-        if body.text is not None:
-            return {"model": model.name, **results[0]}
-        return {"model": model.name, "results": results}
+        return await answer(SEQUENCE_CLASSIFICATION, body)
 
     @app.get("/health/live", summary="Liveness: the process answers")
     async def live():

@@ -34,6 +34,17 @@ def run(coro):
     return asyncio.run(coro)
 
 
+class Gate:
+    """Fake model that blocks every batch until ``release`` is set, then echoes its payloads."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def __call__(self, payloads: list) -> list:
+        self.release.wait(5)
+        return payloads
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     requests=st.lists(st.lists(st.integers(0, 10_000), min_size=1, max_size=6), min_size=1, max_size=25),
@@ -101,11 +112,7 @@ def test_failure_fails_only_its_batch_and_the_batcher_keeps_serving():
 
 
 def test_overload_is_rejected_at_once():
-    release = threading.Event()
-
-    def slow(payloads):
-        release.wait(5)
-        return payloads
+    slow = Gate()
 
     async def scenario():
         batcher = DynamicBatcher("m", slow, max_batch_size=1, max_wait_ms=0, max_queue_items=3)
@@ -116,7 +123,7 @@ def test_overload_is_rejected_at_once():
         await asyncio.sleep(0.01)
         with pytest.raises(Overloaded):
             await batcher.submit([5])
-        release.set()
+        slow.release.set()
         assert await first == [1] and await queued == [2, 3, 4]
         await batcher.stop()
 
@@ -124,11 +131,7 @@ def test_overload_is_rejected_at_once():
 
 
 def test_stop_fails_queued_work_and_refuses_new_work():
-    release = threading.Event()
-
-    def slow(payloads):
-        release.wait(5)
-        return payloads
+    slow = Gate()
 
     async def scenario():
         batcher = DynamicBatcher("m", slow, max_batch_size=1, max_wait_ms=0, max_queue_items=10)
@@ -139,7 +142,7 @@ def test_stop_fails_queued_work_and_refuses_new_work():
         await asyncio.sleep(0.01)
         stopping = asyncio.ensure_future(batcher.stop())
         await asyncio.sleep(0.01)
-        release.set()
+        slow.release.set()
         await stopping
         assert await running == ["running"]  # accepted and running: completes
         with pytest.raises(BatcherClosed):
