@@ -220,18 +220,25 @@ def install_error_handlers(app: FastAPI) -> None:
 
 def install_metrics_middleware(app: FastAPI, metrics: Metrics) -> None:
     known = {"/ner", "/classify", "/health/live", "/health/ready", "/models", "/metrics"}
-    for endpoint in ("/ner", "/classify"):
+    inference = ("/ner", "/classify")
+    for endpoint in inference:
         metrics.requests.labels(endpoint=endpoint, status="200")
+        metrics.inflight.labels(endpoint=endpoint).set(0)
 
     @app.middleware("http")
     async def observe(request: Request, call_next):
         started = time.perf_counter()
         endpoint = request.url.path if request.url.path in known else "other"
         status = "500"
+        inflight = metrics.inflight.labels(endpoint=endpoint) if endpoint in inference else None
+        if inflight:
+            inflight.inc()
         try:
             response = await call_next(request)
             status = str(response.status_code)
             return response
         finally:
+            if inflight:
+                inflight.dec()
             metrics.requests.labels(endpoint=endpoint, status=status).inc()
             metrics.request_latency.labels(endpoint=endpoint, status=status).observe(time.perf_counter() - started)

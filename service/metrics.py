@@ -25,6 +25,8 @@ class Metrics:
                                            buckets=LATENCY_BUCKETS_S, registry=r)
         self.queue_wait = Histogram("presso_queue_wait_seconds", "time a text waited before its batch ran",
                                     ["model"], buckets=LATENCY_BUCKETS_S, registry=r)
+        self.inflight = Gauge("presso_inflight_requests", "inference requests being served (the autoscaling "
+                              "signal: it rises with queueing before CPU saturates)", ["endpoint"], registry=r)
         self.ready = Gauge("presso_ready", "1 when every model is loaded and warmed up", registry=r)
 
     def register_model(self, name: str) -> None:

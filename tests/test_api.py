@@ -108,6 +108,7 @@ def test_metrics_exist_at_zero_for_every_model(client):
         assert f'presso_queue_depth{{model="{name}"}}' in text
         assert f'presso_inference_duration_seconds_count{{model="{name}"}}' in text
     assert "presso_ready 1.0" in text
+    assert 'presso_inflight_requests{endpoint="/ner"} 0.0' in text
 
 
 def test_inference_fault_fails_the_batch_with_json_500_and_service_keeps_serving(fake_models_dir):
