@@ -18,14 +18,14 @@ COPY compress ./compress
 RUN /opt/presso/bin/pip install ".[${EXTRAS}]"
 
 FROM ${BASE_IMAGE} AS runtime
-RUN groupadd --system presso && useradd --system --gid presso --no-create-home presso
+RUN groupadd --system --gid 10001 presso && useradd --system --uid 10001 --gid presso --no-create-home presso
 COPY --from=build /opt/presso /opt/presso
 ENV PATH=/opt/presso/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PRESSO_HOST=0.0.0.0 \
     PRESSO_PORT=8000 \
     PRESSO_MODELS_DIR=/models
-USER presso
+USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
     CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen(f\"http://127.0.0.1:{os.environ['PRESSO_PORT']}/health/ready\", timeout=2)"]

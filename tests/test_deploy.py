@@ -1,0 +1,126 @@
+"""Deployment files, validated offline: Kubernetes manifests against the schemas of Kubernetes
+1.33 (strict), the kustomize overlays as rendered, the autoscaler configs against each other, and
+the Dockerfile with hadolint."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+yaml = pytest.importorskip("yaml")
+kubernetes_validate = pytest.importorskip("kubernetes_validate")
+
+ROOT = Path(__file__).resolve().parent.parent
+K8S = ROOT / "deploy" / "k8s"
+KUBERNETES_VERSION = "1.33.0"
+BUILTIN = {"Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler"}
+
+
+def load(path: Path) -> list[dict]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def merge(base, patch):
+    """Strategic-merge subset used by the overlays: dicts deep-merge, lists of named dicts merge by name."""
+    if isinstance(base, dict) and isinstance(patch, dict):
+        out = dict(base)
+        for k, v in patch.items():
+            out[k] = merge(base[k], v) if k in base else v
+        return out
+    if isinstance(base, list) and isinstance(patch, list) and all(isinstance(x, dict) and "name" in x for x in base + patch):
+        out = [copy.deepcopy(x) for x in base]
+        for item in patch:
+            match = next((i for i, x in enumerate(out) if x["name"] == item["name"]), None)
+            if match is None:
+                out.append(item)
+            else:
+                out[match] = merge(out[match], item)
+        return out
+    return patch
+
+
+def render(overlay: Path) -> list[dict]:
+    """kustomize build for the features the overlays use: resources, images, patches."""
+    kust = yaml.safe_load((overlay / "kustomization.yaml").read_text())
+    docs: list[dict] = []
+    for res in kust.get("resources", []):
+        target = (overlay / res).resolve()
+        docs += render(target) if target.is_dir() else load(target)
+    for img in kust.get("images", []):
+        for d in docs:
+            for c in d.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
+                if c["image"].split(":")[0] == img["name"]:
+                    c["image"] = f"{img.get('newName', img['name'])}:{img['newTag']}"
+    for p in kust.get("patches", []):
+        patch = load(overlay / p["path"])[0]
+        docs = [merge(d, patch) if d["kind"] == p["target"]["kind"] and d["metadata"]["name"] == p["target"]["name"]
+                else d for d in docs]
+    return docs
+
+
+@pytest.mark.parametrize("overlay", ["base", "overlays/cpu", "overlays/gpu"])
+def test_manifests_validate_against_kubernetes_schemas(overlay):
+    docs = render(K8S / overlay)
+    kinds = {d["kind"] for d in docs}
+    assert BUILTIN <= kinds and "ServiceMonitor" in kinds
+    for d in docs:
+        if d["kind"] in BUILTIN:
+            kubernetes_validate.validate(d, KUBERNETES_VERSION, strict=True)
+
+
+def test_gpu_overlay_requests_a_gpu_and_cpu_overlay_does_not():
+    def container(overlay):
+        dep = next(d for d in render(K8S / overlay) if d["kind"] == "Deployment")
+        return dep["spec"]["template"]["spec"]["containers"][0]
+
+    gpu, cpu = container("overlays/gpu"), container("overlays/cpu")
+    assert gpu["resources"]["limits"]["nvidia.com/gpu"] == "1" and gpu["image"] == "presso:gpu"
+    assert "nvidia.com/gpu" not in cpu["resources"]["limits"] and cpu["image"] == "presso:cpu"
+    assert {e["name"] for e in gpu["env"]} >= {"PRESSO_MODELS_DIR", "PRESSO_MAX_BATCH_SIZE"}
+
+
+def test_probes_and_drain_timing():
+    dep = load(K8S / "base" / "deployment.yaml")[0]
+    spec = dep["spec"]["template"]["spec"]
+    c = spec["containers"][0]
+    assert c["readinessProbe"]["httpGet"]["path"] == "/health/ready"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/health/live"
+    assert c["startupProbe"]["httpGet"]["path"] == "/health/ready"
+    pre_stop_s = int(c["lifecycle"]["preStop"]["exec"]["command"][-1])
+    uvicorn_drain_s = 30  # service/server.py timeout_graceful_shutdown
+    assert spec["terminationGracePeriodSeconds"] >= pre_stop_s + uvicorn_drain_s
+    assert spec["securityContext"]["runAsNonRoot"] and c["securityContext"]["readOnlyRootFilesystem"]
+
+
+def test_hpa_keda_and_adapter_share_signal_and_target():
+    hpa = load(K8S / "base" / "hpa.yaml")[0]
+    keda = load(K8S / "keda" / "scaledobject.yaml")[0]
+    rules = yaml.safe_load((K8S / "prometheus-adapter" / "rules.yaml").read_text())["rules"]["custom"][0]
+    metric = hpa["spec"]["metrics"][0]["pods"]
+    assert metric["metric"]["name"] == rules["name"]["as"]
+    trigger = keda["spec"]["triggers"][0]["metadata"]
+    assert trigger["threshold"] == metric["target"]["averageValue"]
+    assert "presso_inflight_requests" in trigger["query"] and "[30s]" in trigger["query"]
+    assert "[30s]" in rules["metricsQuery"]
+    assert trigger["ignoreNullValues"] == "false" and keda["spec"]["fallback"]["replicas"] >= 2
+    assert hpa["spec"]["behavior"]["scaleUp"]["stabilizationWindowSeconds"] == 0
+    assert keda["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"] == hpa["spec"]["behavior"]
+
+
+def test_compose_file_names_the_service_and_prometheus():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    assert {"presso", "prometheus"} <= set(compose["services"])
+    prom = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+    assert prom["scrape_configs"][0]["static_configs"][0]["targets"] == ["presso:8000"]
+
+
+def test_dockerfile_passes_hadolint():
+    hadolint = shutil.which("hadolint") or str(Path(__import__("sys").executable).parent / "hadolint")
+    if not Path(hadolint).exists():
+        pytest.skip("hadolint not installed")
+    result = subprocess.run([hadolint, str(ROOT / "Dockerfile")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
