@@ -124,3 +124,34 @@ def test_dockerfile_passes_hadolint():
         pytest.skip("hadolint not installed")
     result = subprocess.run([hadolint, str(ROOT / "Dockerfile")], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_grafana_dashboard_queries_name_real_metrics():
+    import json
+    import re
+
+    from prometheus_client import generate_latest
+
+    from service.metrics import Metrics
+
+    m = Metrics()
+    m.register_model("x")
+    exposed = generate_latest(m.registry).decode()
+    dashboard = json.loads((ROOT / "deploy/grafana/dashboards/presso.json").read_text())
+    titles = " ".join(p["title"] for p in dashboard["panels"]).lower()
+    for needed in ("request rate", "latency", "queue depth", "batch size", "429", "504"):
+        assert needed in titles
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            for name in re.findall(r"presso_[a-z_]+", target["expr"]):
+                base = re.sub(r"_(bucket|sum|count|total)$", "", name)
+                assert base in exposed, f"{panel['title']}: {name} is not exported"
+
+
+def test_prometheus_config_passes_promtool():
+    promtool = shutil.which("promtool")
+    if not promtool:
+        pytest.skip("promtool not installed")
+    result = subprocess.run([promtool, "check", "config", str(ROOT / "deploy/prometheus.yml")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

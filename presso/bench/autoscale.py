@@ -1,0 +1,207 @@
+"""The autoscaling loop with real parts, on 127.0.0.1: two ``presso serve`` replicas, a real
+Prometheus scraping both, a bounded load step from a separate process, and every 15 s the exact
+query of ``deploy/k8s/keda/scaledobject.yaml`` evaluated through Prometheus' HTTP API and fed to
+the HPA algorithm with the behavior of ``deploy/k8s/base/hpa.yaml`` (:mod:`presso.bench.hpa`).
+
+Replicas are not really added (no cluster): the recommendation is replayed as the current replica
+count, so per-pod averages fall as a real scale-out would make them fall only if the load were
+spread; the signal here is the total in-flight count, which is what the KEDA query reads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import yaml
+
+from presso.bench.hpa import Autoscaler
+
+ROOT = Path(__file__).resolve().parents[2]
+SYNC_PERIOD_S = 15
+SAMPLE_S = 5
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(url: str, timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{url} not ready after {timeout_s} s")
+
+
+def keda_query() -> tuple[str, float]:
+    obj = yaml.safe_load((ROOT / "deploy/k8s/keda/scaledobject.yaml").read_text())
+    meta = obj["spec"]["triggers"][0]["metadata"]
+    return meta["query"], float(meta["threshold"])
+
+
+def prometheus_config(targets: list[str], path: Path) -> None:
+    # Labels as the Prometheus Operator would attach them, so the manifest's query runs unchanged.
+    config = {
+        "global": {"scrape_interval": f"{SAMPLE_S}s", "evaluation_interval": f"{SAMPLE_S}s"},
+        "scrape_configs": [{
+            "job_name": "presso",
+            "static_configs": [{"targets": [t], "labels": {"namespace": "default", "pod": f"presso-{i}"}}
+                               for i, t in enumerate(targets)],
+        }],
+    }
+    path.write_text(yaml.safe_dump(config))
+
+
+def query(prom_url: str, promql: str) -> float | None:
+    r = httpx.get(f"{prom_url}/api/v1/query", params={"query": promql}, timeout=5).json()
+    result = r["data"]["result"]
+    return float(result[0]["value"][1]) if result else None
+
+
+def run(models_dir: Path, out_dir: Path, idle_s: float = 45, step_s: float = 60, cooldown_s: float = 240,
+        load_factor: float = 5.0) -> dict:
+    """Run the loop and write ``autoscale.json`` and ``autoscale.png`` under ``out_dir``."""
+    prometheus = shutil.which("prometheus")
+    if not prometheus:
+        raise RuntimeError("the prometheus server is not installed (Debian: apt-get install prometheus)")
+    work = Path(tempfile.mkdtemp(prefix="presso-autoscale-"))
+    procs: list[subprocess.Popen] = []
+    ports = [free_port(), free_port()]
+    urls = [f"http://127.0.0.1:{p}" for p in ports]
+    prom_port = free_port()
+    prom_url = f"http://127.0.0.1:{prom_port}"
+    try:
+        for port in ports:
+            env = {**os.environ, "PRESSO_MODELS_DIR": str(models_dir), "PRESSO_PORT": str(port),
+                   "PRESSO_INTRA_OP_THREADS": "1", "PRESSO_LOG_LEVEL": "WARNING"}
+            procs.append(subprocess.Popen([sys.executable, "-m", "presso.cli", "serve"], env=env))
+        prometheus_config([u.removeprefix("http://") for u in urls], work / "prometheus.yml")
+        procs.append(subprocess.Popen(
+            [prometheus, f"--config.file={work / 'prometheus.yml'}", f"--web.listen-address=127.0.0.1:{prom_port}",
+             f"--storage.tsdb.path={work / 'tsdb'}", "--log.level=warn"], stdout=subprocess.DEVNULL))
+        for u in urls:
+            wait_ready(f"{u}/health/ready")
+        wait_ready(f"{prom_url}/-/ready")
+
+        # One replica's capacity: closed loop, 16 clients, 10 s.
+        cap_file = work / "capacity.json"
+        subprocess.run([sys.executable, "-m", "presso.bench.load", "--url", urls[0], "--concurrency", "16",
+                        "--duration-s", "10", "--out", str(cap_file)], check=True)
+        capacity = json.loads(cap_file.read_text())
+        rate = load_factor * capacity["ok_rps"]
+
+        promql, target = keda_query()
+        hpa = Autoscaler.from_hpa(yaml.safe_load((ROOT / "deploy/k8s/base/hpa.yaml").read_text()))
+        assert hpa.target == target, "KEDA threshold and HPA target must agree"
+        step_file = work / "step.json"
+        time.sleep(2 * SAMPLE_S)  # let the capacity probe's in-flight samples age out of a fresh start
+        timeline = []
+        t0 = time.monotonic()
+        load_proc = None
+        total_s = idle_s + step_s + cooldown_s
+        next_sample = 0.0
+        while (now := time.monotonic() - t0) < total_s:
+            if load_proc is None and now >= idle_s:
+                load_proc = subprocess.Popen(
+                    [sys.executable, "-m", "presso.bench.load", *sum((["--url", u] for u in urls), []),
+                     "--rate-rps", f"{rate:.1f}", "--duration-s", str(step_s), "--max-outstanding", "512",
+                     "--out", str(step_file)])
+            if now >= next_sample:
+                value = query(prom_url, promql)
+                phase = "idle" if now < idle_s else ("step" if now < idle_s + step_s else "after")
+                sync = len(timeline) % (SYNC_PERIOD_S // SAMPLE_S) == 0
+                recommended = hpa.step(now, value or 0.0) if sync else hpa.replicas
+                timeline.append({"t_s": round(now, 1), "phase": phase, "metric": value, "replicas": recommended,
+                                 "hpa_sync": sync})
+                next_sample += SAMPLE_S
+            time.sleep(0.2)
+        if load_proc:
+            load_proc.wait(timeout=120)
+        load = json.loads(step_file.read_text())
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+    report = summarize(timeline, load, capacity, rate, idle_s, step_s, promql, target)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "autoscale.json").write_text(json.dumps(report, indent=2) + "\n")
+    plot(report, out_dir / "autoscale.png")
+    return report
+
+
+def summarize(timeline: list[dict], load: dict, capacity: dict, rate: float, idle_s: float, step_s: float,
+              promql: str, target: float) -> dict:
+    start = timeline[0]["replicas"]
+    out = [e for e in timeline if e["phase"] != "idle" and e["replicas"] > start]
+    after = [e for e in timeline if e["phase"] == "after"]
+    errors_5xx = sum(v for k, v in load["totals"].items() if k == "5xx")
+    return {
+        "summary": {
+            "scale_out_after_step_s": round(out[0]["t_s"] - idle_s, 1) if out else None,
+            "scaled_in_after_load": bool(after) and after[-1]["replicas"] == start,
+            "errors_5xx": errors_5xx,
+            "scaled_out_while_idle": any(e["replicas"] > start for e in timeline if e["phase"] == "idle"),
+            "max_recommended_replicas": max(e["replicas"] for e in timeline),
+        },
+        "setup": {
+            "replicas_running": 2,
+            "query": promql,
+            "target_per_pod": target,
+            "hpa_sync_period_s": SYNC_PERIOD_S,
+            "scrape_interval_s": SAMPLE_S,
+            "one_replica_capacity_rps": capacity["ok_rps"],
+            "step_rate_rps": round(rate, 1),
+            "idle_s": idle_s,
+            "step_s": step_s,
+        },
+        "load": {k: v for k, v in load.items() if k != "per_second"},
+        "load_per_second": load["per_second"],
+        "timeline": timeline,
+    }
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tl = report["timeline"]
+    idle = report["setup"]["idle_s"]
+    fig, ax = plt.subplots(3, 1, figsize=(9, 7), sharex=True)
+    per_s = report["load_per_second"]
+    ax[0].plot([idle + int(k) for k in per_s], [v.get("ok", 0) for v in per_s.values()], label="ok responses/s")
+    ax[0].axhline(report["setup"]["step_rate_rps"], ls="--", c="gray", label="offered rate during step")
+    ax[0].set_ylabel("requests/s")
+    ax[0].legend(loc="upper right")
+    ax[1].plot([e["t_s"] for e in tl], [e["metric"] or 0 for e in tl], marker=".")
+    ax[1].set_ylabel("in-flight (query)")
+    ax[2].step([e["t_s"] for e in tl], [e["replicas"] for e in tl], where="post", c="C3")
+    ax[2].set_ylabel("recommended replicas")
+    ax[2].set_xlabel("seconds")
+    for a in ax:
+        a.axvspan(idle, idle + report["setup"]["step_s"], color="orange", alpha=0.15)
+    fig.suptitle("HPA replay on the service's own metric (load step shaded)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
