@@ -6,7 +6,7 @@ PRESSO := $(VENV)/bin/presso
 PROFILE ?= default
 EXTRAS ?= cpu,compress,test
 
-.PHONY: run install models serve test test-fast clean
+.PHONY: run install models serve test test-fast test-container autoscale clean
 
 run: models serve
 
@@ -33,7 +33,15 @@ test: install
 	$(PY) -m pytest
 
 test-fast: install
-	$(PY) -m pytest -m "not e2e"
+	$(PY) -m pytest -m "not e2e and not container"
+
+# Docker image and compose stack with podman (root; needs podman, runc, debootstrap).
+test-container: install
+	$(PY) -m pytest -m container
+
+# Autoscaling replay: two replicas + Prometheus + load step; writes reports/autoscale.{json,png}.
+autoscale: models
+	$(PY) -m presso.cli bench autoscale
 
 clean:
 	rm -rf $(VENV) models
