@@ -1,10 +1,11 @@
 # syntax=docker/dockerfile:1
-# Serving image: ONNX Runtime + FastAPI, no torch. Models are mounted at /models (or baked in with
-# `--build-arg MODELS_DIR=models`, see README).
+# Serving image: ONNX Runtime + FastAPI, no torch. Models are mounted read-only at /models, or baked
+# in with `--build-arg MODELS_SRC=models` (a directory of artifacts in the build context).
 ARG BASE_IMAGE=python:3.11-slim
 
 FROM ${BASE_IMAGE} AS build
-# cpu or gpu: the two ONNX Runtime builds are mutually exclusive extras.
+# cpu or gpu: the two ONNX Runtime builds are mutually exclusive extras. Add ",compress" to be able
+# to run `presso build` inside the container (adds torch: a much larger image).
 ARG EXTRAS=cpu
 # CA bundle path for builds behind a TLS-intercepting proxy (mounted at build time, not kept).
 ARG PIP_CERT=
@@ -18,8 +19,10 @@ COPY compress ./compress
 RUN /opt/presso/bin/pip install ".[${EXTRAS}]"
 
 FROM ${BASE_IMAGE} AS runtime
+ARG MODELS_SRC=deploy/no-models
 RUN groupadd --system --gid 10001 presso && useradd --system --uid 10001 --gid presso --no-create-home presso
 COPY --from=build /opt/presso /opt/presso
+COPY ${MODELS_SRC} /models
 ENV PATH=/opt/presso/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PRESSO_HOST=0.0.0.0 \

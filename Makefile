@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PRESSO := $(VENV)/bin/presso
 PROFILE ?= default
-EXTRAS ?= cpu,compress,test
+EXTRAS ?= cpu,compress,bench,test
 
 .PHONY: run install models serve test test-fast test-container autoscale clean
 

@@ -110,6 +110,27 @@ def eval_http(
     typer.echo(text)
 
 
+bench = typer.Typer(help="Benchmarks that write JSON (and plots) under reports/.", no_args_is_help=True)
+app.add_typer(bench, name="bench")
+
+
+@bench.command("autoscale")
+def bench_autoscale(
+    models_dir: Path = typer.Option(Path("models"), help="artifacts the two replicas serve"),
+    out_dir: Path = typer.Option(Path("reports"), help="where autoscale.json and autoscale.png go"),
+    idle_s: float = typer.Option(45, help="idle seconds before the load step"),
+    step_s: float = typer.Option(60, help="seconds of load"),
+    cooldown_s: float = typer.Option(240, help="idle seconds after the load step"),
+    load_factor: float = typer.Option(5.0, help="offered load as a multiple of one replica's capacity"),
+) -> None:
+    """Two replicas + real Prometheus + load step; replays the HPA on the KEDA/adapter query."""
+    _logging()
+    from presso.bench.autoscale import run as run_autoscale
+
+    report = run_autoscale(models_dir, out_dir, idle_s, step_s, cooldown_s, load_factor)
+    typer.echo(json.dumps(report["summary"], indent=2))
+
+
 @app.command()
 def report(models_dir: Path = typer.Argument(Path("models"), help="directory of model artifacts")) -> None:
     """Print each artifact's stage metrics, sizes and latencies as markdown."""
