@@ -121,7 +121,8 @@ def bench_autoscale(
     idle_s: float = typer.Option(45, help="idle seconds before the load step"),
     step_s: float = typer.Option(60, help="seconds of load"),
     cooldown_s: float = typer.Option(240, help="idle seconds after the load step"),
-    load_factor: float = typer.Option(5.0, help="offered load as a multiple of one replica's capacity"),
+    load_factor: float = typer.Option(5.0, help="step load (concurrent clients) as a multiple of one replica's "
+                                      "planned load (the per-pod target)"),
 ) -> None:
     """Two replicas + real Prometheus + load step; replays the HPA on the KEDA/adapter query."""
     _logging()

@@ -104,8 +104,8 @@ def test_hpa_keda_and_adapter_share_signal_and_target():
     assert metric["metric"]["name"] == rules["name"]["as"]
     trigger = keda["spec"]["triggers"][0]["metadata"]
     assert trigger["threshold"] == metric["target"]["averageValue"]
-    assert "presso_inflight_requests" in trigger["query"] and "[30s]" in trigger["query"]
-    assert "[30s]" in rules["metricsQuery"]
+    assert "presso_inflight_requests" in trigger["query"] and "[20s]" in trigger["query"]
+    assert "[20s]" in rules["metricsQuery"]
     assert trigger["ignoreNullValues"] == "false" and keda["spec"]["fallback"]["replicas"] >= 2
     assert hpa["spec"]["behavior"]["scaleUp"]["stabilizationWindowSeconds"] == 0
     assert keda["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"] == hpa["spec"]["behavior"]

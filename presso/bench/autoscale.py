@@ -75,7 +75,12 @@ def query(prom_url: str, promql: str) -> float | None:
 
 def run(models_dir: Path, out_dir: Path, idle_s: float = 45, step_s: float = 60, cooldown_s: float = 240,
         load_factor: float = 5.0) -> dict:
-    """Run the loop and write ``autoscale.json`` and ``autoscale.png`` under ``out_dir``."""
+    """Run the loop and write ``autoscale.json`` and ``autoscale.png`` under ``out_dir``.
+
+    Args:
+        load_factor: the step's closed-loop clients as a multiple of the per-pod target (the
+            concurrency one replica is planned to carry), i.e. that multiple of one replica's capacity.
+    """
     prometheus = shutil.which("prometheus")
     if not prometheus:
         raise RuntimeError("the prometheus server is not installed (Debian: apt-get install prometheus)")
@@ -98,18 +103,19 @@ def run(models_dir: Path, out_dir: Path, idle_s: float = 45, step_s: float = 60,
             wait_ready(f"{u}/health/ready")
         wait_ready(f"{prom_url}/-/ready")
 
-        # One replica's capacity: closed loop, 16 clients, 10 s.
-        cap_file = work / "capacity.json"
-        subprocess.run([sys.executable, "-m", "presso.bench.load", "--url", urls[0], "--concurrency", "16",
-                        "--duration-s", "10", "--out", str(cap_file)], check=True)
-        capacity = json.loads(cap_file.read_text())
-        rate = load_factor * capacity["ok_rps"]
-
         promql, target = keda_query()
         hpa = Autoscaler.from_hpa(yaml.safe_load((ROOT / "deploy/k8s/base/hpa.yaml").read_text()))
         assert hpa.target == target, "KEDA threshold and HPA target must agree"
+        # One replica's capacity at its planned load: `target` concurrent clients (Little's law:
+        # in-flight = throughput x latency), closed loop, 10 s. The step offers `load_factor` times
+        # that concurrency to the two replicas.
+        cap_file = work / "capacity.json"
+        subprocess.run([sys.executable, "-m", "presso.bench.load", "--url", urls[0], "--concurrency",
+                        str(int(target)), "--duration-s", "10", "--out", str(cap_file)], check=True)
+        capacity = json.loads(cap_file.read_text())
+        clients = int(round(load_factor * target))
+        wait_for_idle(prom_url, promql)
         step_file = work / "step.json"
-        time.sleep(2 * SAMPLE_S)  # let the capacity probe's in-flight samples age out of a fresh start
         timeline = []
         t0 = time.monotonic()
         load_proc = None
@@ -119,8 +125,7 @@ def run(models_dir: Path, out_dir: Path, idle_s: float = 45, step_s: float = 60,
             if load_proc is None and now >= idle_s:
                 load_proc = subprocess.Popen(
                     [sys.executable, "-m", "presso.bench.load", *sum((["--url", u] for u in urls), []),
-                     "--rate-rps", f"{rate:.1f}", "--duration-s", str(step_s), "--max-outstanding", "512",
-                     "--out", str(step_file)])
+                     "--concurrency", str(clients), "--duration-s", str(step_s), "--out", str(step_file)])
             if now >= next_sample:
                 value = query(prom_url, promql)
                 phase = "idle" if now < idle_s else ("step" if now < idle_s + step_s else "after")
@@ -143,14 +148,21 @@ def run(models_dir: Path, out_dir: Path, idle_s: float = 45, step_s: float = 60,
                 p.kill()
         shutil.rmtree(work, ignore_errors=True)
 
-    report = summarize(timeline, load, capacity, rate, idle_s, step_s, promql, target)
+    report = summarize(timeline, load, capacity, clients, idle_s, step_s, promql, target)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "autoscale.json").write_text(json.dumps(report, indent=2) + "\n")
     plot(report, out_dir / "autoscale.png")
     return report
 
 
-def summarize(timeline: list[dict], load: dict, capacity: dict, rate: float, idle_s: float, step_s: float,
+def wait_for_idle(prom_url: str, promql: str, timeout_s: float = 90) -> None:
+    """Wait until the query reads 0 (the capacity probe has left the averaging window)."""
+    deadline = time.monotonic() + timeout_s
+    while (query(prom_url, promql) or 0.0) > 0 and time.monotonic() < deadline:
+        time.sleep(SAMPLE_S)
+
+
+def summarize(timeline: list[dict], load: dict, capacity: dict, clients: int, idle_s: float, step_s: float,
               promql: str, target: float) -> dict:
     start = timeline[0]["replicas"]
     out = [e for e in timeline if e["phase"] != "idle" and e["replicas"] > start]
@@ -171,7 +183,9 @@ def summarize(timeline: list[dict], load: dict, capacity: dict, rate: float, idl
             "hpa_sync_period_s": SYNC_PERIOD_S,
             "scrape_interval_s": SAMPLE_S,
             "one_replica_capacity_rps": capacity["ok_rps"],
-            "step_rate_rps": round(rate, 1),
+            "one_replica_p50_ms_at_target": capacity["p50_ms"],
+            "step_clients": clients,
+            "step_offered_vs_one_replica": round(clients / target, 2),
             "idle_s": idle_s,
             "step_s": step_s,
         },
@@ -192,7 +206,8 @@ def plot(report: dict, path: Path) -> None:
     fig, ax = plt.subplots(3, 1, figsize=(9, 7), sharex=True)
     per_s = report["load_per_second"]
     ax[0].plot([idle + int(k) for k in per_s], [v.get("ok", 0) for v in per_s.values()], label="ok responses/s")
-    ax[0].axhline(report["setup"]["step_rate_rps"], ls="--", c="gray", label="offered rate during step")
+    ax[0].axhline(report["setup"]["one_replica_capacity_rps"], ls="--", c="gray",
+                  label="one replica's capacity at target")
     ax[0].set_ylabel("requests/s")
     ax[0].legend(loc="upper right")
     ax[1].plot([e["t_s"] for e in tl], [e["metric"] or 0 for e in tl], marker=".")
