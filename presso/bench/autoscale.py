@@ -1,5 +1,6 @@
 """The autoscaling loop with real parts, on 127.0.0.1: two ``presso serve`` replicas, a real
-Prometheus scraping both, a bounded load step from a separate process, and every 15 s the exact
+Prometheus scraping both, a bounded load step from separate wrk processes (C, so the load generator does not starve
+the servers of CPU), and every 15 s the exact
 query of ``deploy/k8s/keda/scaledobject.yaml`` evaluated through Prometheus' HTTP API and fed to
 the HPA algorithm with the behavior of ``deploy/k8s/base/hpa.yaml`` (:mod:`presso.bench.hpa`).
 
@@ -24,6 +25,7 @@ import httpx
 import yaml
 
 from presso.bench.hpa import Autoscaler
+from presso.bench.load import test_sentences
 
 ROOT = Path(__file__).resolve().parents[2]
 SYNC_PERIOD_S = 15
@@ -81,9 +83,9 @@ def run(models_dir: Path, out_dir: Path, idle_s: float = 45, step_s: float = 60,
         load_factor: the step's closed-loop clients as a multiple of the per-pod target (the
             concurrency one replica is planned to carry), i.e. that multiple of one replica's capacity.
     """
-    prometheus = shutil.which("prometheus")
-    if not prometheus:
-        raise RuntimeError("the prometheus server is not installed (Debian: apt-get install prometheus)")
+    prometheus, wrk = shutil.which("prometheus"), shutil.which("wrk")
+    if not (prometheus and wrk):
+        raise RuntimeError("needs the prometheus server and wrk (Debian: apt-get install prometheus wrk)")
     work = Path(tempfile.mkdtemp(prefix="presso-autoscale-"))
     procs: list[subprocess.Popen] = []
     ports = [free_port(), free_port()]
@@ -115,7 +117,8 @@ def run(models_dir: Path, out_dir: Path, idle_s: float = 45, step_s: float = 60,
         capacity = json.loads(cap_file.read_text())
         clients = int(round(load_factor * target))
         wait_for_idle(prom_url, promql)
-        step_file = work / "step.json"
+        texts_file = work / "texts.jsonl"
+        texts_file.write_text("\n".join(json.dumps(t) for t in test_sentences()) + "\n")
         timeline = []
         t0 = time.monotonic()
         load_proc = None
@@ -123,9 +126,11 @@ def run(models_dir: Path, out_dir: Path, idle_s: float = 45, step_s: float = 60,
         next_sample = 0.0
         while (now := time.monotonic() - t0) < total_s:
             if load_proc is None and now >= idle_s:
-                load_proc = subprocess.Popen(
-                    [sys.executable, "-m", "presso.bench.load", *sum((["--url", u] for u in urls), []),
-                     "--concurrency", str(clients), "--duration-s", str(step_s), "--out", str(step_file)])
+                load_proc = [subprocess.Popen(
+                    [wrk, "-t1", f"-c{clients // len(urls)}", f"-d{int(step_s)}s", "--timeout", "30s",
+                     "-s", str(Path(__file__).with_name("wrk_step.lua")), u],
+                    env={**os.environ, "PRESSO_WRK_TEXTS": str(texts_file)}, stdout=subprocess.PIPE, text=True)
+                    for u in urls]
             if now >= next_sample:
                 value = query(prom_url, promql)
                 phase = "idle" if now < idle_s else ("step" if now < idle_s + step_s else "after")
@@ -135,9 +140,8 @@ def run(models_dir: Path, out_dir: Path, idle_s: float = 45, step_s: float = 60,
                                  "hpa_sync": sync})
                 next_sample += SAMPLE_S
             time.sleep(0.2)
-        if load_proc:
-            load_proc.wait(timeout=120)
-        load = json.loads(step_file.read_text())
+        outputs = [p.communicate(timeout=120)[0] for p in load_proc or []]
+        load = merge_wrk(outputs)
     finally:
         for p in procs:
             p.terminate()
@@ -155,6 +159,19 @@ def run(models_dir: Path, out_dir: Path, idle_s: float = 45, step_s: float = 60,
     return report
 
 
+def merge_wrk(outputs: list[str]) -> dict:
+    """Totals of the wrk processes (one per replica) from the script's WRK_RESULT lines."""
+    results = [json.loads(line.split(" ", 1)[1]) for out in outputs for line in out.splitlines()
+               if line.startswith("WRK_RESULT ")]
+    if len(results) != len(outputs):
+        raise RuntimeError(f"wrk did not report: {outputs}")
+    totals = {k: sum(r[k] for r in results) for k in ("ok", "4xx", "5xx", "requests", "socket_errors", "timeouts")}
+    duration = max(r["duration_s"] for r in results)
+    return {"generator": "wrk (one process per replica, closed loop)", "totals": totals,
+            "elapsed_s": duration, "ok_rps": round(totals["ok"] / duration, 1),
+            "p50_ms_per_replica": [r["p50_ms"] for r in results], "p99_ms_per_replica": [r["p99_ms"] for r in results]}
+
+
 def wait_for_idle(prom_url: str, promql: str, timeout_s: float = 90) -> None:
     """Wait until the query reads 0 (the capacity probe has left the averaging window)."""
     deadline = time.monotonic() + timeout_s
@@ -167,7 +184,7 @@ def summarize(timeline: list[dict], load: dict, capacity: dict, clients: int, id
     start = timeline[0]["replicas"]
     out = [e for e in timeline if e["phase"] != "idle" and e["replicas"] > start]
     after = [e for e in timeline if e["phase"] == "after"]
-    errors_5xx = sum(v for k, v in load["totals"].items() if k == "5xx")
+    errors_5xx = load["totals"]["5xx"]
     return {
         "summary": {
             "scale_out_after_step_s": round(out[0]["t_s"] - idle_s, 1) if out else None,
@@ -189,8 +206,7 @@ def summarize(timeline: list[dict], load: dict, capacity: dict, clients: int, id
             "idle_s": idle_s,
             "step_s": step_s,
         },
-        "load": {k: v for k, v in load.items() if k != "per_second"},
-        "load_per_second": load["per_second"],
+        "load": load,
         "timeline": timeline,
     }
 
@@ -204,11 +220,11 @@ def plot(report: dict, path: Path) -> None:
     tl = report["timeline"]
     idle = report["setup"]["idle_s"]
     fig, ax = plt.subplots(3, 1, figsize=(9, 7), sharex=True)
-    per_s = report["load_per_second"]
-    ax[0].plot([idle + int(k) for k in per_s], [v.get("ok", 0) for v in per_s.values()], label="ok responses/s")
-    ax[0].axhline(report["setup"]["one_replica_capacity_rps"], ls="--", c="gray",
-                  label="one replica's capacity at target")
-    ax[0].set_ylabel("requests/s")
+    step = report["setup"]["step_s"]
+    clients = [report["setup"]["step_clients"] if idle <= e["t_s"] < idle + step else 0 for e in tl]
+    ax[0].step([e["t_s"] for e in tl], clients, where="post", label="concurrent clients (load)")
+    ax[0].axhline(report["setup"]["target_per_pod"], ls="--", c="gray", label="one replica's planned load")
+    ax[0].set_ylabel("clients")
     ax[0].legend(loc="upper right")
     ax[1].plot([e["t_s"] for e in tl], [e["metric"] or 0 for e in tl], marker=".")
     ax[1].set_ylabel("in-flight (query)")
