@@ -1,5 +1,5 @@
 # Source me: rootful podman with runc, host networking and explicit ulimits, all state under
-# $PRESSO_PODMAN_DIR (default /tmp/presso-podman). See README "Containers without a Docker daemon".
+# $PRESSO_PODMAN_DIR (default /tmp/presso-podman). See README, "Container image".
 export PRESSO_PODMAN_DIR="${PRESSO_PODMAN_DIR:-/tmp/presso-podman}"
 mkdir -p "$PRESSO_PODMAN_DIR"/{storage,run,tmp}
 nofile=$(ulimit -Hn); [ "$nofile" = unlimited ] && nofile=20000; [ "$nofile" -gt 20000 ] && nofile=20000
