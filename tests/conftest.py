@@ -1,19 +1,13 @@
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from presso.bench.net import free_port  # noqa: F401  (re-exported for tests)
 from tests.fakes import write_artifact
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

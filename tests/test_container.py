@@ -20,7 +20,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import free_port
+from presso.bench.net import free_port, wait_ready
 from tests.fakes import write_artifact
 
 pytestmark = pytest.mark.container
@@ -51,18 +51,6 @@ def ca_flags() -> list[str]:
     if not CA_BUNDLE.exists():
         return []
     return ["--volume", f"{CA_BUNDLE}:/run/host-ca.crt:ro", "--build-arg", "PIP_CERT=/run/host-ca.crt"]
-
-
-def wait_ready(url: str, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"{url} not ready within {timeout_s} s")
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +128,7 @@ def test_compose_stack_prometheus_scrapes_the_service(image, models, tmp_path):
         assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-2000:]
         try:
             wait_ready(f"http://127.0.0.1:{port}/health/ready")
-        except AssertionError:
+        except TimeoutError:
             ps = podman("ps", "-a", "--format", "{{.Names}} {{.Status}}", check=False).stdout
             logs = "".join(podman("logs", n.split()[0], check=False).stderr[-1500:] for n in ps.splitlines()
                            if f"presso{port}" in n)

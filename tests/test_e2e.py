@@ -7,13 +7,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from presso.bench.net import free_port, wait_ready
 
 pytestmark = pytest.mark.e2e
 pytest.importorskip("torch")
@@ -39,16 +38,8 @@ def service(built_models):
     proc = subprocess.Popen(CLI + ["serve"], env=env)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, "presso serve exited during startup"
-            try:
-                if httpx.get(f"{url}/health/ready").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "service not ready after 120 s"
-            time.sleep(0.5)
+        wait_ready(f"{url}/health/ready", timeout_s=120)
+        assert proc.poll() is None, "presso serve exited during startup"
         yield url
     finally:
         proc.terminate()

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,28 +25,11 @@ import yaml
 
 from presso.bench.hpa import Autoscaler
 from presso.bench.load import test_sentences
+from presso.bench.net import free_port, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 SYNC_PERIOD_S = 15
 SAMPLE_S = 5
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_ready(url: str, timeout_s: float = 180) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"{url} not ready after {timeout_s} s")
 
 
 def keda_query() -> tuple[str, float]:
