@@ -1,5 +1,5 @@
 """Training budgets. ``default`` fits both built-in models in about 20 minutes on a 2-core CPU;
-``full`` (about 35 minutes there) trains NER longer and sentiment on all its data, with longer
+``full`` (about 45 minutes there) trains NER longer and sentiment on all its data, with longer
 recovery after pruning; ``smoke`` is the end-to-end test's few-minute budget."""
 
 from __future__ import annotations
