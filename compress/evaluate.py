@@ -15,7 +15,7 @@ import numpy as np
 
 from compress.data import Splits
 from compress.metrics import classification_metrics, ner_metrics
-from service.encoding import Encoded, TextEncoder, pad_batch
+from service.encoding import TextEncoder, pad_batch
 from service.ner import word_predictions
 
 LogitsFn = Callable[[dict[str, np.ndarray]], np.ndarray]
@@ -55,10 +55,16 @@ class TestSet:
         for idx in tqdm(self.batches, desc="evaluate", unit="batch", leave=False):
             logits = logits_fn(self.padded(idx))
             for row, i in enumerate(idx):
-                preds[i] = self._decode(logits[row], self.encoded[i], self.gold[i])
+                preds[i] = self.decode(logits[row], i)
         return preds
 
-    def _decode(self, logits: np.ndarray, enc: Encoded, gold):
+    def predict_alone(self, logits_fn: LogitsFn, i: int):
+        """Example ``i``'s prediction when run as a batch of one."""
+        return self.decode(logits_fn(self.padded([i]))[0], i)
+
+    def decode(self, logits: np.ndarray, i: int):
+        """Example ``i``'s prediction from its logits (``[seq_len, num_labels]`` or ``[num_labels]``)."""
+        enc, gold = self.encoded[i], self.gold[i]
         if self.task != "ner":
             return self.labels[int(logits.argmax())]
         tags = [w.tag for w in word_predictions(logits, enc.word_ids, enc.offsets, self.labels)]
@@ -96,8 +102,7 @@ def batch_invariance(logits_fn: LogitsFn, test: TestSet, preds: list, n: int) ->
     """Fraction of the first ``n`` test examples whose prediction alone (batch of 1) equals their
     prediction inside a length-sorted batch of ``EVAL_BATCH``."""
     n = min(n, len(test.encoded))
-    same = sum(test._decode(logits_fn(test.padded([i]))[0], test.encoded[i], test.gold[i]) == preds[i]
-               for i in range(n))
+    same = sum(test.predict_alone(logits_fn, i) == preds[i] for i in range(n))
     return round(same / max(1, n), 5)
 
 

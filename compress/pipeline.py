@@ -195,7 +195,8 @@ def build(splits: Splits, name: str, models_dir: Path, profile: Profile, work_di
                                      selection, metric, profile.int8_max_drop_points, work)
         else:
             quantization = clock.run("quantize", quantize_dynamic, fp32_onnx, int8_path)
-        evaluate("int8", "onnxruntime", OnnxModel(int8_path).run, int8_path.stat().st_size)
+        int8_model = OnnxModel(int8_path)
+        evaluate("int8", "onnxruntime", int8_model.run, int8_path.stat().st_size)
 
         # 7. artifact
         by_stage = {s["stage"]: s for s in stages}
@@ -206,7 +207,7 @@ def build(splits: Splits, name: str, models_dir: Path, profile: Profile, work_di
             "labels": splits.labels,
             "label_scheme": "IOB2" if task == "ner" else "single-label",
             "max_seq_len": profile.max_seq_len,
-            "inputs": OnnxModel(int8_path).input_names,
+            "inputs": int8_model.input_names,
             "base_model": {"name": base["name"], "version": base["version"]},
             "dataset": {"name": splits.dataset, "sizes": splits.sizes(),
                         "used": {"train": len(train), "validation": len(validation), "test": len(test_examples)},
