@@ -18,8 +18,8 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.batching import BatcherClosed, DynamicBatcher, InferenceError, Overloaded
-from service.metrics import Metrics
+from service.batching import BatchLimits, BatcherClosed, DeadlineExceeded, DynamicBatcher, InferenceError, Overloaded
+from service.metrics import INFERENCE_ENDPOINTS, Metrics
 from service.registry import SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION, LoadedModel, load_models
 from service.runtime import onnxruntime_distribution, select_providers
 from service.schemas import (ClassifyBatchResponse, ClassifyResponse, ErrorBody, InferenceRequest,
@@ -28,7 +28,7 @@ from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
-ERROR_RESPONSES = {code: {"model": ErrorBody} for code in (400, 404, 413, 422, 429, 500, 503)}
+ERROR_RESPONSES = {code: {"model": ErrorBody} for code in (400, 404, 413, 422, 429, 500, 503, 504)}
 
 
 class ApiError(Exception):
@@ -64,17 +64,17 @@ def create_app(settings: Settings, models: dict[str, LoadedModel] | None = None)
         if models is None:
             providers = select_providers(onnxruntime_distribution())
             state.models = await asyncio.to_thread(load_models, settings.models_dir, providers,
-                                                   settings.intra_op_threads)
+                                                   settings.intra_op_threads, settings.ner_window_stride_tokens)
         else:
             state.models = models
         for name, model in state.models.items():
             state.metrics.register_model(name)
-            batcher = DynamicBatcher(name, model.infer, settings.max_batch_size, settings.max_wait_ms,
-                                     settings.max_queue_items, settings.inference_threads, state.metrics)
+            batcher = DynamicBatcher(name, model.infer, BatchLimits.from_settings(settings), cost=_tokens,
+                                     workers=settings.inference_threads, metrics=state.metrics)
             batcher.start()
             state.batchers[name] = batcher
             if settings.warmup:
-                await batcher.submit(model.tokenize(["Presso warms up in Paris."]))
+                await batcher.submit(model.tokenize(["Presso warms up in Paris."])[0])
         state.ready = True
         state.metrics.ready.set(1)
         log.info("ready: %s", {n: m.task for n, m in state.models.items()})
@@ -120,19 +120,42 @@ def create_app(settings: Settings, models: dict[str, LoadedModel] | None = None)
                 raise ApiError(413, "text_too_long", f"text has {len(text)} characters, at most "
                                f"{settings.max_text_chars}", "body.text" if single else f"body.texts.{i}")
 
+    def check_long_texts(model: LoadedModel, sequences: list[list], single: bool) -> None:
+        if model.task != SEQUENCE_CLASSIFICATION or settings.classify_long_text != "reject":
+            return
+        for i, (item,) in enumerate(sequences):
+            if item.encoded.truncated:
+                raise ApiError(422, "text_too_long", f"text is longer than the model's {model.encoder.max_seq_len} "
+                               "tokens and this service refuses to truncate", "body.text" if single
+                               else f"body.texts.{i}")
+
     async def run(task: str, body: InferenceRequest) -> tuple[LoadedModel, list[dict]]:
+        deadline = time.monotonic() + (body.timeout_ms or settings.request_timeout_ms) / 1000.0
         model = pick_model(task, body.model)
         texts = body.all_texts()
-        check_limits(texts, body.text is not None)
-        items = await asyncio.to_thread(model.tokenize, texts)  # keep the event loop free
+        single = body.text is not None
+        check_limits(texts, single)
+        sequences = await asyncio.to_thread(model.tokenize, texts)  # keep the event loop free
+        check_long_texts(model, sequences, single)
+        flat = [item for windows in sequences for item in windows]
         try:
-            return model, await state.batchers[model.name].submit(items)
+            partials = await state.batchers[model.name].submit(flat, deadline)
         except Overloaded as exc:
+            state.metrics.rejected.labels(model=model.name).inc()
             raise ApiError(429, "overloaded", str(exc), headers={"Retry-After": str(exc.retry_after_s)})
+        except DeadlineExceeded as exc:
+            state.metrics.timed_out.labels(model=model.name).inc()
+            raise ApiError(504, "deadline_exceeded", f"{exc} (timeout_ms "
+                           f"{body.timeout_ms or settings.request_timeout_ms:g})", "body.timeout_ms")
         except BatcherClosed as exc:
             raise ApiError(503, "shutting_down", str(exc))
         except InferenceError as exc:
             raise ApiError(500, "inference_failed", str(exc))
+        results, at = [], 0
+        for text, windows in zip(texts, sequences):
+            results.append(model.assemble(text, partials[at: at + len(windows)]))
+            at += len(windows)
+        return model, results
 
     async def answer(task: str, body: InferenceRequest) -> dict:
         """One text: the result's fields beside ``model``; several: ``results`` in input order."""
@@ -171,6 +194,10 @@ def create_app(settings: Settings, models: dict[str, LoadedModel] | None = None)
         return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _tokens(item) -> int:
+    return item.tokens
 
 
 class JsonByDefault:
@@ -220,10 +247,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
 def install_metrics_middleware(app: FastAPI, metrics: Metrics) -> None:
     known = {"/ner", "/classify", "/health/live", "/health/ready", "/models", "/metrics"}
-    inference = ("/ner", "/classify")
-    for endpoint in inference:
-        metrics.requests.labels(endpoint=endpoint, status="200")
-        metrics.inflight.labels(endpoint=endpoint).set(0)
+    inference = INFERENCE_ENDPOINTS
 
     @app.middleware("http")
     async def observe(request: Request, call_next):

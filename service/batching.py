@@ -1,36 +1,71 @@
 """Scheduling layer: a dynamic batcher per model on asyncio, inference in worker threads.
 
-Callers submit items; a collector task groups queued items into a batch that closes at
-``max_batch_size`` items or ``max_wait_ms`` after the batch's first item was enqueued (monotonic
-clock, the deadline computed once from that arrival time, so time spent queued while every worker
-was busy counts against it). Batches run in a thread pool so the event loop never blocks.
+Callers submit sequences (payloads with a token count). When a worker is free, the collector
+forms a batch from the oldest ``sort_window`` queued sequences: the oldest one always, then the
+others closest to it in length, while the batch holds at most ``max_batch_size`` sequences and
+``max_batch_tokens`` padded tokens (longest sequence x sequences: what a padded encoder computes).
+A batch that could still grow waits for more arrivals until ``max_wait_ms`` after its oldest
+sequence was enqueued (monotonic clock; the close time is fixed by that arrival, so time spent
+queued while every worker was busy counts against it). With ``max_wait_ms=0`` (the default, like
+Triton's ``max_queue_delay_microseconds``) a batch is whatever is queued when a worker frees up,
+so a lone request never waits and batches grow with load. Inference runs in a thread pool
+(ONNX Runtime releases the GIL), so the event loop never blocks.
 
-Guarantees, after MLServer's adaptive batcher (``mlserver/batching/adaptive.py``):
-every submitted item's future is settled exactly once; an exception in inference fails every item
-of that batch (and only that batch) and the batcher keeps serving; a full queue rejects at once
-with :class:`Overloaded` instead of queueing without bound.
+Fairness: the oldest queued sequence is in every next batch, so a sequence at queue position
+``p < sort_window`` runs within ``p + 1`` batches, and at most ``(sort_window - 1) x
+(max_batch_size - 1)`` later arrivals run before it (sequences outside the window cannot).
+
+Guarantees, after MLServer's adaptive batcher (``mlserver/batching/adaptive.py``) and TEI's queue
+(``core/src/queue.rs``): every submitted sequence's future is settled exactly once; an exception
+in inference fails every sequence of that batch (and only that batch) and the batcher keeps
+serving; a caller that left or whose deadline passed is dropped before inference; admission
+beyond ``max_queued_tokens`` / ``max_queue_items`` is refused at once with :class:`Overloaded`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any, Callable, Sequence
 
 log = logging.getLogger(__name__)
 
 InferFn = Callable[[list[Any]], list[Any]]
+CostFn = Callable[[Any], int]
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    """Batch-forming and admission bounds (see the module docstring); mirrors :class:`Settings`."""
+
+    max_batch_size: int = 32
+    max_batch_tokens: int = 4096
+    max_wait_ms: float = 0.0
+    sort_window: int = 128
+    max_queue_items: int = 4096
+    max_queued_tokens: int = 262_144
+
+    @classmethod
+    def from_settings(cls, settings) -> "BatchLimits":
+        return cls(**{name: getattr(settings, name) for name in cls.__dataclass_fields__})
 
 
 class Overloaded(RuntimeError):
-    """The queue is full; retry after ``retry_after_s``."""
+    """The queue is over its bound; retry after ``retry_after_s`` (estimated from throughput)."""
 
-    def __init__(self, queued: int, limit: int, retry_after_s: int = 1) -> None:
-        super().__init__(f"queue full ({queued} texts queued, limit {limit})")
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class DeadlineExceeded(TimeoutError):
+    """The request's deadline passed before all of its sequences ran."""
 
 
 class BatcherClosed(RuntimeError):
@@ -38,44 +73,74 @@ class BatcherClosed(RuntimeError):
 
 
 class InferenceError(RuntimeError):
-    """Inference failed for the batch this item was in."""
+    """Inference failed for the batch this sequence was in."""
 
 
-@dataclass
+@dataclass(eq=False)
 class _Item:
     payload: Any
+    tokens: int
     future: asyncio.Future
+    deadline: float | None
     enqueued_at: float = field(default_factory=time.monotonic)
 
 
+def select_batch(lengths: Sequence[int], limits: BatchLimits) -> tuple[list[int], bool]:
+    """Choose the next batch from a window of queued sequences (oldest first).
+
+    Args:
+        lengths: ``[window]`` token count of each queued sequence, oldest first (non-empty).
+        limits: batch bounds.
+
+    Returns:
+        Indices into ``lengths`` (ascending; always including 0, the oldest) and whether the batch
+        is full: another sequence would exceed ``max_batch_size`` or ``max_batch_tokens``. The
+        oldest sequence runs even when it alone exceeds the token budget.
+    """
+    anchor = lengths[0]
+    chosen, longest, full = [0], anchor, False
+    for i in sorted(range(1, len(lengths)), key=lambda i: (abs(lengths[i] - anchor), i)):
+        if len(chosen) >= limits.max_batch_size:
+            full = True
+            break
+        candidate = max(longest, lengths[i])
+        if candidate * (len(chosen) + 1) > limits.max_batch_tokens:
+            full = True
+            continue
+        chosen.append(i)
+        longest = candidate
+    full = full or len(chosen) >= limits.max_batch_size or longest * (len(chosen) + 1) > limits.max_batch_tokens
+    return sorted(chosen), full
+
+
 class DynamicBatcher:
-    """Groups items from concurrent callers into batches for ``infer``.
+    """Groups sequences from concurrent callers into batches for ``infer``.
 
     Args:
         name: model name (metrics label, logs).
         infer: ``list[payload] -> list[result]`` of the same length and order; runs in a worker thread.
-        max_batch_size: most items per batch.
-        max_wait_ms: longest time a batch waits for more items after its first item arrived.
-        max_queue_items: queued items beyond which :meth:`submit` raises :class:`Overloaded`.
+        limits: batch and queue bounds.
+        cost: tokens of one payload (``[seq_len]`` of its encoding); default 1 per payload.
         workers: batches that may run concurrently (threads).
         metrics: a :class:`service.metrics.Metrics` or None.
     """
 
-    def __init__(self, name: str, infer: InferFn, max_batch_size: int, max_wait_ms: float,
-                 max_queue_items: int, workers: int = 1, metrics=None) -> None:
+    def __init__(self, name: str, infer: InferFn, limits: BatchLimits, cost: CostFn | None = None,
+                 workers: int = 1, metrics=None) -> None:
         self.name = name
+        self.limits = limits
         self._infer = infer
-        self.max_batch_size = max_batch_size
-        self.max_wait_s = max_wait_ms / 1000.0
-        self.max_queue_items = max_queue_items
-        self._workers = workers
+        self._cost = cost or (lambda _payload: 1)
         self._metrics = metrics
-        self._queue: asyncio.Queue[_Item] = asyncio.Queue()
+        self._queue: deque[_Item] = deque()
+        self._queued_tokens = 0
+        self._arrival = asyncio.Event()
         self._slots = asyncio.Semaphore(workers)
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"infer-{name}")
         self._collector: asyncio.Task | None = None
         self._running: set[asyncio.Task] = set()
         self._closed = False
+        self._tokens_per_s = 0.0  # moving average, for Retry-After
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -90,40 +155,72 @@ class DynamicBatcher:
             await asyncio.gather(self._collector, return_exceptions=True)
         if self._running:
             await asyncio.gather(*self._running, return_exceptions=True)
-        while not self._queue.empty():
-            item = self._queue.get_nowait()
-            _settle(item.future, exc=BatcherClosed(f"model {self.name} is shutting down"))
+        while self._queue:
+            _settle(self._queue.popleft().future, exc=BatcherClosed(f"model {self.name} is shutting down"))
+        self._queued_tokens = 0
+        self._gauge()
         self._executor.shutdown(wait=True)
 
     # -- callers -----------------------------------------------------------------------------
 
     @property
     def queued(self) -> int:
-        return self._queue.qsize()
+        return len(self._queue)
 
-    async def submit(self, payloads: Sequence[Any]) -> list[Any]:
-        """Queue ``payloads`` as separate items and wait for all results, in order.
+    @property
+    def queued_tokens(self) -> int:
+        return self._queued_tokens
+
+    async def submit(self, payloads: Sequence[Any], deadline: float | None = None) -> list[Any]:
+        """Queue ``payloads`` as separate sequences and wait for all results, in order.
+
+        Args:
+            payloads: the request's sequences.
+            deadline: ``time.monotonic()`` value after which the caller no longer wants results.
 
         Raises:
-            Overloaded: the queue cannot take ``len(payloads)`` more items.
+            Overloaded: the queue cannot take these sequences now (an empty queue always can).
+            DeadlineExceeded: ``deadline`` passed first; sequences not yet run are dropped.
             BatcherClosed: the batcher is stopping.
-            InferenceError: inference failed for a batch holding one of the items.
+            InferenceError: inference failed for a batch holding one of the sequences.
         """
         if self._closed:
             raise BatcherClosed(f"model {self.name} is shutting down")
-        if self._queue.qsize() + len(payloads) > self.max_queue_items:
-            raise Overloaded(self._queue.qsize(), self.max_queue_items)
+        tokens = [int(self._cost(p)) for p in payloads]
+        if self._queue and (len(self._queue) + len(tokens) > self.limits.max_queue_items
+                            or self._queued_tokens + sum(tokens) > self.limits.max_queued_tokens):
+            raise Overloaded(f"queue full for model {self.name}: {len(self._queue)} sequences, "
+                             f"{self._queued_tokens} tokens queued (limits {self.limits.max_queue_items} "
+                             f"sequences, {self.limits.max_queued_tokens} tokens)", self._retry_after_s())
+        if deadline is not None and deadline <= time.monotonic():
+            raise DeadlineExceeded("deadline passed before the request was queued")
         loop = asyncio.get_running_loop()
-        items = [_Item(p, loop.create_future()) for p in payloads]
-        for item in items:
-            self._queue.put_nowait(item)
+        items = [_Item(p, t, loop.create_future(), deadline) for p, t in zip(payloads, tokens)]
+        self._queue.extend(items)
+        self._queued_tokens += sum(tokens)
+        self._arrival.set()
         self._gauge()
+        waiter = asyncio.gather(*(item.future for item in items))
         try:
-            return list(await asyncio.gather(*(item.future for item in items)))
+            if deadline is None:
+                return list(await waiter)
+            try:
+                return list(await asyncio.wait_for(waiter, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                raise DeadlineExceeded("deadline passed before every text ran") from None
         except BaseException:
-            for item in items:  # caller gone or one item failed: the rest need not run
-                item.future.cancel()
+            self._discard(items)  # caller gone, deadline passed or one sequence failed: drop the rest
             raise
+
+    def _discard(self, items: list[_Item]) -> None:
+        for item in items:
+            item.future.cancel()
+        gone = set(map(id, items))
+        if any(id(i) in gone for i in self._queue):
+            kept = [i for i in self._queue if id(i) not in gone]
+            self._queued_tokens = sum(i.tokens for i in kept)
+            self._queue = deque(kept)
+            self._gauge()
 
     # -- collector ---------------------------------------------------------------------------
 
@@ -132,7 +229,7 @@ class DynamicBatcher:
             await self._slots.acquire()
             try:
                 batch = await self._next_batch()
-            except asyncio.CancelledError:
+            except BaseException:
                 self._slots.release()
                 raise
             if not batch:
@@ -143,31 +240,42 @@ class DynamicBatcher:
             task.add_done_callback(self._running.discard)
 
     async def _next_batch(self) -> list[_Item]:
-        first = await self._queue.get()
-        deadline = first.enqueued_at + self.max_wait_s
-        batch = [first]
-        while len(batch) < self.max_batch_size:
-            if not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+        while True:
+            if not self._queue:
+                self._arrival.clear()
+                await self._arrival.wait()
                 continue
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
+            window = list(islice(self._queue, self.limits.sort_window))
+            chosen, full = select_batch([i.tokens for i in window], self.limits)
+            remaining = window[0].enqueued_at + self.limits.max_wait_ms / 1000.0 - time.monotonic()
+            if full or remaining <= 0:
+                return self._take([window[i] for i in chosen])
+            self._arrival.clear()
             try:
-                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                await asyncio.wait_for(self._arrival.wait(), remaining)
             except asyncio.TimeoutError:
-                break
+                pass
+
+    def _take(self, batch: list[_Item]) -> list[_Item]:
+        taken = set(map(id, batch))
+        self._queue = deque(i for i in self._queue if id(i) not in taken)
+        self._queued_tokens -= sum(i.tokens for i in batch)
         self._gauge()
-        return [item for item in batch if not item.future.done()]  # drop callers that left
+        now = time.monotonic()
+        live = []
+        for item in batch:
+            if item.future.done():
+                continue  # the caller left
+            if item.deadline is not None and item.deadline <= now:
+                _settle(item.future, exc=DeadlineExceeded("deadline passed while queued"))
+                continue
+            live.append(item)
+        return live
 
     async def _run(self, batch: list[_Item]) -> None:
         started = time.monotonic()
         try:
-            if self._metrics:
-                self._metrics.batch_size.labels(model=self.name).observe(len(batch))
-                wait = self._metrics.queue_wait.labels(model=self.name)
-                for item in batch:
-                    wait.observe(started - item.enqueued_at)
+            self._observe_batch(batch, started)
             loop = asyncio.get_running_loop()
             results = await loop.run_in_executor(self._executor, self._infer, [i.payload for i in batch])
             if len(results) != len(batch):
@@ -182,13 +290,34 @@ class DynamicBatcher:
             if not isinstance(exc, Exception):
                 raise
         finally:
+            elapsed_s = time.monotonic() - started
+            rate = sum(i.tokens for i in batch) / max(elapsed_s, 1e-6)
+            self._tokens_per_s = rate if not self._tokens_per_s else 0.8 * self._tokens_per_s + 0.2 * rate
             if self._metrics:
-                self._metrics.inference_latency.labels(model=self.name).observe(time.monotonic() - started)
+                self._metrics.inference_latency.labels(model=self.name).observe(elapsed_s)
             self._slots.release()
+
+    def _observe_batch(self, batch: list[_Item], started: float) -> None:
+        if not self._metrics:
+            return
+        m, name = self._metrics, self.name
+        padded = max(i.tokens for i in batch) * len(batch)
+        m.batch_size.labels(model=name).observe(len(batch))
+        m.batch_tokens.labels(model=name).observe(padded)
+        m.padding_ratio.labels(model=name).observe(1.0 - sum(i.tokens for i in batch) / padded)
+        wait = m.queue_wait.labels(model=name)
+        for item in batch:
+            wait.observe(started - item.enqueued_at)
+
+    def _retry_after_s(self) -> int:
+        if self._tokens_per_s <= 0:
+            return 1
+        return int(min(60, max(1, math.ceil(self._queued_tokens / self._tokens_per_s))))
 
     def _gauge(self) -> None:
         if self._metrics:
-            self._metrics.queue_depth.labels(model=self.name).set(self._queue.qsize())
+            self._metrics.queue_depth.labels(model=self.name).set(len(self._queue))
+            self._metrics.queue_tokens.labels(model=self.name).set(self._queued_tokens)
 
 
 def _settle(future: asyncio.Future, result: Any = None, exc: BaseException | None = None) -> None:

@@ -30,27 +30,44 @@ class TextEncoder:
 
     Args:
         tokenizer_path: path to a ``tokenizers`` JSON file.
-        max_seq_len: longest sequence in tokens, special tokens included; longer input is truncated.
+        max_seq_len: longest sequence in tokens, special tokens included; longer input is truncated
+            (:meth:`encode`) or split into windows (:meth:`encode_windows`).
+        stride_tokens: tokens shared by consecutive windows (capped at half a window).
     """
 
-    def __init__(self, tokenizer_path: str | Path, max_seq_len: int) -> None:
+    def __init__(self, tokenizer_path: str | Path, max_seq_len: int, stride_tokens: int = 0) -> None:
         self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
         self.tokenizer.no_padding()
-        self.tokenizer.enable_truncation(max_length=max_seq_len)
+        special = self.tokenizer.num_special_tokens_to_add(is_pair=False)
+        self.stride_tokens = max(0, min(stride_tokens, (max_seq_len - special) // 2))
+        self.tokenizer.enable_truncation(max_length=max_seq_len, stride=self.stride_tokens)
         self.max_seq_len = max_seq_len
         self.pad_id = self.tokenizer.token_to_id("[PAD]") or 0
 
     def encode(self, texts: Sequence[str]) -> list[Encoded]:
-        """Tokenize raw texts; offsets are code-point offsets into each text."""
+        """Tokenize raw texts, truncated to ``max_seq_len``; offsets are code-point offsets into each text."""
         return [_encoded(e) for e in self.tokenizer.encode_batch(list(texts))]
+
+    def encode_windows(self, texts: Sequence[str]) -> list[list[Encoded]]:
+        """Tokenize raw texts into overlapping windows of at most ``max_seq_len`` tokens.
+
+        Each window has its own special tokens; ``word_ids`` and ``offsets`` refer to the whole
+        text, and consecutive windows share ``stride_tokens`` tokens (``tokenizers`` overflow).
+        """
+        out = []
+        for e in self.tokenizer.encode_batch(list(texts)):
+            windows = [e, *e.overflowing]
+            out.append([_encoded(w, truncated=False) for w in windows])
+        return out
 
     def encode_words(self, sentences: Sequence[Sequence[str]]) -> list[Encoded]:
         """Tokenize pre-split words (e.g. CoNLL tokens); ``word_ids`` index the given words."""
         return [_encoded(e) for e in self.tokenizer.encode_batch([list(s) for s in sentences], is_pretokenized=True)]
 
 
-def _encoded(e: Encoding) -> Encoded:
-    return Encoded(list(e.ids), list(e.type_ids), list(e.word_ids), list(e.offsets), bool(e.overflowing))
+def _encoded(e: Encoding, truncated: bool | None = None) -> Encoded:
+    truncated = bool(e.overflowing) if truncated is None else truncated
+    return Encoded(list(e.ids), list(e.type_ids), list(e.word_ids), list(e.offsets), truncated)
 
 
 def pad_batch(items: Sequence[Encoded], pad_id: int = 0) -> dict[str, np.ndarray]:

@@ -1,5 +1,10 @@
-"""Prometheus metrics (base units: seconds). One process serves with a thread pool per model, so
-the default registry is exact; metric objects are created per app so tests can build many apps."""
+"""Prometheus metrics (base units: seconds, tokens). Created per app so tests can build many apps.
+
+One process serves all requests: the event loop does HTTP and scheduling, ONNX Runtime runs
+batches in worker threads (it releases the GIL, and parallelises inside a batch with intra-op
+threads). So one process already uses every core, the default single-process registry is exact,
+and there is no multi-process aggregation to get wrong; scale out with replicas (deploy/k8s).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+TOKEN_BUCKETS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
+RATIO_BUCKETS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+INFERENCE_ENDPOINTS = ("/ner", "/classify")
+INFERENCE_STATUSES = ("200", "400", "401", "404", "413", "422", "429", "500", "503", "504")
 
 
 class Metrics:
@@ -17,21 +26,37 @@ class Metrics:
                                 ["endpoint", "status"], registry=r)
         self.request_latency = Histogram("presso_request_duration_seconds", "HTTP request latency",
                                          ["endpoint", "status"], buckets=LATENCY_BUCKETS_S, registry=r)
-        self.batch_size = Histogram("presso_batch_size", "texts per inference batch", ["model"],
+        self.inflight = Gauge("presso_inflight_requests", "inference requests being served (the autoscaling "
+                              "signal: it rises with queueing before CPU saturates)", ["endpoint"], registry=r)
+        self.batch_size = Histogram("presso_batch_size", "sequences per inference batch", ["model"],
                                     buckets=BATCH_BUCKETS, registry=r)
-        self.queue_depth = Gauge("presso_queue_depth", "texts waiting for a batch", ["model"], registry=r)
+        self.batch_tokens = Histogram("presso_batch_tokens", "padded tokens per batch (longest x sequences)",
+                                      ["model"], buckets=TOKEN_BUCKETS, registry=r)
+        self.padding_ratio = Histogram("presso_padding_ratio", "share of a batch's padded tokens that are padding",
+                                       ["model"], buckets=RATIO_BUCKETS, registry=r)
+        self.queue_depth = Gauge("presso_queue_depth", "sequences waiting for a batch", ["model"], registry=r)
+        self.queue_tokens = Gauge("presso_queue_tokens", "tokens waiting for a batch", ["model"], registry=r)
         self.inference_latency = Histogram("presso_inference_duration_seconds",
                                            "ONNX Runtime time per batch", ["model"],
                                            buckets=LATENCY_BUCKETS_S, registry=r)
-        self.queue_wait = Histogram("presso_queue_wait_seconds", "time a text waited before its batch ran",
+        self.queue_wait = Histogram("presso_queue_wait_seconds", "time a sequence waited before its batch ran",
                                     ["model"], buckets=LATENCY_BUCKETS_S, registry=r)
-        self.inflight = Gauge("presso_inflight_requests", "inference requests being served (the autoscaling "
-                              "signal: it rises with queueing before CPU saturates)", ["endpoint"], registry=r)
+        self.rejected = Counter("presso_rejected_requests", "requests refused with 429 (queue over its bound)",
+                                ["model"], registry=r)
+        self.timed_out = Counter("presso_timed_out_requests", "requests answered 504 (deadline passed)",
+                                 ["model"], registry=r)
         self.ready = Gauge("presso_ready", "1 when every model is loaded and warmed up", registry=r)
+        for endpoint in INFERENCE_ENDPOINTS:
+            self.inflight.labels(endpoint=endpoint).set(0)
+            for status in INFERENCE_STATUSES:
+                self.requests.labels(endpoint=endpoint, status=status)
 
     def register_model(self, name: str) -> None:
         """Create the per-model series at zero so they exist before the first request."""
-        self.batch_size.labels(model=name)
-        self.queue_depth.labels(model=name).set(0)
-        self.inference_latency.labels(model=name)
-        self.queue_wait.labels(model=name)
+        for histogram in (self.batch_size, self.batch_tokens, self.padding_ratio, self.inference_latency,
+                          self.queue_wait):
+            histogram.labels(model=name)
+        for gauge in (self.queue_depth, self.queue_tokens):
+            gauge.labels(model=name).set(0)
+        for counter in (self.rejected, self.timed_out):
+            counter.labels(model=name)

@@ -60,33 +60,88 @@ def first_subtokens(word_ids: Sequence[int | None]) -> list[int]:
     return firsts
 
 
-def word_predictions(
+@dataclass(frozen=True)
+class WindowWord:
+    """A word as seen in one window of a long text.
+
+    ``word`` indexes the words of the whole text; ``start``/``end`` are the char offsets of the
+    word's sub-tokens inside this window (a window may cut a word); ``margin`` is the distance in
+    tokens from the word's first sub-token to the nearer edge of the window's content.
+    """
+
+    word: int
+    tag: str
+    score: float
+    start: int
+    end: int
+    margin: int
+
+
+def window_words(
     logits: np.ndarray,
     word_ids: Sequence[int | None],
     offsets: Sequence[tuple[int, int]],
     labels: Sequence[str],
-) -> list[Word]:
-    """Label every word by its first sub-token.
+) -> list[WindowWord]:
+    """Label every word of one window by its first sub-token in that window.
 
     Args:
         logits: ``[seq_len, num_labels]`` for one sequence (padding may follow; it is ignored).
         word_ids: ``[seq_len]`` word index of each token, None for special tokens.
         offsets: ``[seq_len]`` char offsets ``(start, end)`` of each token in the source text.
         labels: ``[num_labels]`` IOB2 tag of each class id.
+    """
+    probs = softmax(logits[: len(word_ids)])
+    content = [i for i, w in enumerate(word_ids) if w is not None]
+    if not content:
+        return []
+    lo, hi = content[0], content[-1]
+    last: dict[int, int] = {}
+    for i in content:
+        last[word_ids[i]] = i
+    out = []
+    for i in first_subtokens(word_ids):
+        cls = int(probs[i].argmax())
+        out.append(WindowWord(word_ids[i], labels[cls], float(probs[i, cls]), offsets[i][0],
+                              offsets[last[word_ids[i]]][1], min(i - lo, hi - i)))
+    return out
+
+
+def merge_windows(windows: Sequence[Sequence[WindowWord]]) -> list[Word]:
+    """Merge the words of overlapping windows into one prediction per word, in text order.
+
+    A word is labelled from the window that holds its true first sub-token (the one starting at
+    the word's smallest start offset) farthest from that window's edges, where the model saw the
+    most context on both sides (the usual sliding-window rule for token classification, e.g.
+    the stride handling in BERT's SQuAD code, Devlin et al. 2019). Its span runs from that first
+    sub-token to the last sub-token seen in any window.
+    """
+    start: dict[int, int] = {}
+    end: dict[int, int] = {}
+    for window in windows:
+        for w in window:
+            start[w.word] = min(start.get(w.word, w.start), w.start)
+            end[w.word] = max(end.get(w.word, w.end), w.end)
+    best: dict[int, WindowWord] = {}
+    for window in windows:
+        for w in window:
+            if w.start == start[w.word] and (w.word not in best or w.margin > best[w.word].margin):
+                best[w.word] = w
+    return [Word(best[i].tag, best[i].score, start[i], end[i]) for i in sorted(best)]
+
+
+def word_predictions(
+    logits: np.ndarray,
+    word_ids: Sequence[int | None],
+    offsets: Sequence[tuple[int, int]],
+    labels: Sequence[str],
+) -> list[Word]:
+    """Label every word of one sequence by its first sub-token (arguments as :func:`window_words`).
 
     Returns:
         One :class:`Word` per word, spanning from its first to its last sub-token.
     """
-    probs = softmax(logits[: len(word_ids)])
-    last: dict[int, int] = {}
-    for i, w in enumerate(word_ids):
-        if w is not None:
-            last[w] = i
-    words = []
-    for i in first_subtokens(word_ids):
-        cls = int(probs[i].argmax())
-        words.append(Word(labels[cls], float(probs[i, cls]), offsets[i][0], offsets[last[word_ids[i]]][1]))
-    return words
+    return merge_windows([window_words(logits, word_ids, offsets, labels)])
 
 
 def group_entities(words: Sequence[Word], text: str) -> list[EntitySpan]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from service.classification import classify_logits
 from service.encoding import Encoded, TextEncoder, pad_batch
-from service.ner import extract_entities
+from service.ner import group_entities, merge_windows, window_words
 from service.runtime import OnnxModel, RuntimeSetupError
 
 log = logging.getLogger(__name__)
@@ -27,44 +27,66 @@ class ArtifactError(RuntimeError):
 
 @dataclass
 class Item:
-    """One text to run: the original string and its tokenization."""
+    """One sequence to run: the original text and one window of its tokenization."""
 
     text: str
     encoded: Encoded
 
+    @property
+    def tokens(self) -> int:
+        return self.encoded.length
+
 
 class LoadedModel:
-    """A validated artifact with its tokenizer and ONNX Runtime session."""
+    """A validated artifact with its tokenizer and ONNX Runtime session.
 
-    def __init__(self, path: Path, providers: list[str], intra_op_threads: int) -> None:
+    Args:
+        path: artifact directory.
+        providers: ONNX Runtime execution providers, in preference order.
+        intra_op_threads: ONNX Runtime threads per operator (0 = all cores).
+        stride_tokens: tokens shared by consecutive windows of a long text (token classification).
+    """
+
+    def __init__(self, path: Path, providers: list[str], intra_op_threads: int, stride_tokens: int = 32) -> None:
         self.path = path
         self.manifest = read_manifest(path)
         self.name: str = self.manifest["name"]
         self.task: str = self.manifest["task"]
         self.labels: list[str] = list(self.manifest["labels"])
-        self.encoder = TextEncoder(path / "tokenizer.json", int(self.manifest["max_seq_len"]))
+        self.encoder = TextEncoder(path / "tokenizer.json", int(self.manifest["max_seq_len"]), stride_tokens)
         self.onnx = OnnxModel(path / self.manifest["model_file"], providers, intra_op_threads)
 
-    def tokenize(self, texts: list[str]) -> list[Item]:
-        return [Item(t, e) for t, e in zip(texts, self.encoder.encode(texts))]
+    def tokenize(self, texts: list[str]) -> list[list[Item]]:
+        """The sequences of each text: token classification splits a text longer than
+        ``max_seq_len`` into overlapping windows; sequence classification truncates it."""
+        if self.task == TOKEN_CLASSIFICATION:
+            return [[Item(t, w) for w in windows] for t, windows in zip(texts, self.encoder.encode_windows(texts))]
+        return [[Item(t, e)] for t, e in zip(texts, self.encoder.encode(texts))]
 
-    def infer(self, items: list[Item]) -> list[dict]:
-        """Run one padded batch; returns one result dict per item, in order.
+    def infer(self, items: list[Item]) -> list:
+        """Run one padded batch ``[batch, seq_len]``; one partial result per item, in order.
 
-        Token classification: ``{"entities": [...], "truncated": bool}``; sequence classification:
-        ``{"label", "score", "scores", "truncated"}``. Padding never changes a result: padded
-        positions are masked in attention and ignored in post-processing.
+        Token classification: the window's ``list[WindowWord]``; sequence classification: the
+        result dict. Padding never changes a result: padded positions are masked in attention
+        and ignored in post-processing.
         """
         logits = self.onnx.run(pad_batch([i.encoded for i in items], self.encoder.pad_id))
-        results = []
-        for row, item in enumerate(items):
-            if self.task == TOKEN_CLASSIFICATION:
-                enc = item.encoded
-                spans = extract_entities(item.text, logits[row], enc.word_ids, enc.offsets, self.labels)
-                results.append({"entities": [s.as_dict() for s in spans], "truncated": enc.truncated})
-            else:
-                results.append({**classify_logits(logits[row], self.labels), "truncated": item.encoded.truncated})
-        return results
+        if self.task == TOKEN_CLASSIFICATION:
+            return [window_words(logits[row], i.encoded.word_ids, i.encoded.offsets, self.labels)
+                    for row, i in enumerate(items)]
+        return [{**classify_logits(logits[row], self.labels), "truncated": i.encoded.truncated}
+                for row, i in enumerate(items)]
+
+    def assemble(self, text: str, partials: list) -> dict:
+        """One text's response fields from the partial results of its sequences.
+
+        Token classification: ``{"entities": [...], "windows": int}``; sequence classification:
+        ``{"label", "score", "scores", "truncated"}``.
+        """
+        if self.task == TOKEN_CLASSIFICATION:
+            spans = group_entities(merge_windows(partials), text)
+            return {"entities": [s.as_dict() for s in spans], "windows": len(partials)}
+        return partials[0]
 
 
 def read_manifest(path: Path) -> dict:
@@ -93,7 +115,8 @@ def read_manifest(path: Path) -> dict:
     return manifest
 
 
-def load_models(models_dir: Path, providers: list[str], intra_op_threads: int) -> dict[str, LoadedModel]:
+def load_models(models_dir: Path, providers: list[str], intra_op_threads: int,
+                stride_tokens: int = 32) -> dict[str, LoadedModel]:
     """Every artifact directory (one holding ``manifest.json``) under ``models_dir``.
 
     Raises:
@@ -105,7 +128,7 @@ def load_models(models_dir: Path, providers: list[str], intra_op_threads: int) -
     models: dict[str, LoadedModel] = {}
     for d in dirs:
         try:
-            model = LoadedModel(d, providers, intra_op_threads)
+            model = LoadedModel(d, providers, intra_op_threads, stride_tokens)
         except RuntimeSetupError as exc:
             raise ArtifactError(str(exc)) from exc
         if model.name in models:

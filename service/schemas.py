@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
 
 
 class InferenceRequest(BaseModel):
@@ -13,6 +13,8 @@ class InferenceRequest(BaseModel):
     text: StrictStr | None = Field(None, description="one text")
     texts: list[StrictStr] | None = Field(None, description="several texts, answered in order", min_length=1)
     model: StrictStr | None = Field(None, description="model name; default: the only model of the task")
+    timeout_ms: StrictInt | None = Field(None, ge=1, le=600_000, description="deadline in milliseconds from arrival; "
+                                   "504 when it passes (default: the service's request_timeout_ms)")
 
     @model_validator(mode="after")
     def one_of_text_texts(self) -> "InferenceRequest":
@@ -34,8 +36,8 @@ class Entity(BaseModel):
 
 class NerResult(BaseModel):
     entities: list[Entity]
-    truncated: bool = Field(description="the text was longer than the model's max_seq_len tokens; "
-                                        "entities past the limit are missing")
+    windows: int = Field(description="sequences the text ran as: 1, or overlapping windows when it is longer "
+                                     "than the model's max_seq_len tokens (entities merged, none missing)")
 
 
 class NerResponse(NerResult):
@@ -51,7 +53,8 @@ class ClassifyResult(BaseModel):
     label: str
     score: float
     scores: dict[str, float]
-    truncated: bool = Field(description="the text was truncated to the model's max_seq_len tokens")
+    truncated: bool = Field(description="the text was truncated to the model's max_seq_len tokens (the service "
+                                        "answers 422 instead when PRESSO_CLASSIFY_LONG_TEXT=reject)")
 
 
 class ClassifyResponse(ClassifyResult):

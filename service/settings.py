@@ -6,6 +6,7 @@ Built once at startup (:func:`service.server.run` / :func:`service.api.create_ap
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -17,12 +18,25 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="bind address")
     port: int = Field(8000, ge=1, le=65535, description="bind port")
     models_dir: Path = Field(Path("models"), description="directory holding one artifact folder per model")
-    max_batch_size: int = Field(32, ge=1, description="most texts in one inference batch")
-    max_wait_ms: float = Field(5.0, ge=0, description="longest wait for more texts after a batch's first")
+    # -- dynamic batching (service.batching.BatchLimits) --
+    max_batch_size: int = Field(32, ge=1, description="most sequences in one inference batch")
+    max_batch_tokens: int = Field(4096, ge=1, description="most padded tokens in one batch "
+                                  "(longest sequence x sequences)")
+    max_wait_ms: float = Field(0.0, ge=0, description="longest wait for more sequences after a batch's first "
+                               "arrived; 0 = take what is queued when a worker frees up")
+    sort_window: int = Field(128, ge=1, description="oldest queued sequences a batch is chosen from by length")
+    max_queued_tokens: int = Field(262_144, ge=1, description="queued tokens per model before answering 429")
+    max_queue_items: int = Field(4096, ge=1, description="queued sequences per model before answering 429")
+    request_timeout_ms: float = Field(30_000, gt=0, description="deadline of a request without 'timeout_ms' (504)")
     inference_threads: int = Field(1, ge=1, description="batches run concurrently per model (worker threads)")
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime threads per operator; 0 = all cores")
+    # -- long texts --
+    ner_window_stride_tokens: int = Field(32, ge=0, description="tokens shared by consecutive NER windows of a "
+                                          "text longer than the model's max_seq_len")
+    classify_long_text: Literal["truncate", "reject"] = Field(
+        "truncate", description="texts over max_seq_len on /classify: truncate (flagged) or answer 422")
+    # -- request limits --
     max_texts_per_request: int = Field(256, ge=1, description="longest 'texts' list accepted (413 beyond)")
     max_text_chars: int = Field(20_000, ge=1, description="longest text accepted in characters (413 beyond)")
-    max_queue_items: int = Field(4096, ge=1, description="queued texts per model before answering 429")
     warmup: bool = Field(True, description="run one inference per model before reporting ready")
     log_level: str = Field("INFO", description="Python logging level")

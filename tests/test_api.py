@@ -28,7 +28,7 @@ def test_ner_single_text(client):
     r = client.post("/ner", json={"text": "😀 John Smith lives in Paris."})
     assert r.status_code == 200
     body = r.json()
-    assert body["model"] == "fake-ner" and body["truncated"] is False
+    assert body["model"] == "fake-ner" and body["windows"] == 1
     assert [(e["label"], e["text"], e["start"], e["end"]) for e in body["entities"]] == [
         ("PER", "John Smith", 2, 12), ("LOC", "Paris", 22, 27)]
 

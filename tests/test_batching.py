@@ -1,169 +1,300 @@
-"""Dynamic batcher invariants: every caller gets its own result exactly once, in order, whatever
-the arrival pattern; batches respect max_batch_size; failures fan out to one batch only."""
+"""Dynamic batcher invariants: every caller gets its own results exactly once, in order, whatever
+the arrival pattern; batches respect the size and token budgets and group similar lengths; the
+oldest sequence is never starved; deadlines, overload and failures are answered, never stranded."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.batching import BatcherClosed, DynamicBatcher, InferenceError, Overloaded
+from service.batching import (BatchLimits, BatcherClosed, DeadlineExceeded, DynamicBatcher, InferenceError,
+                              Overloaded, select_batch)
 from service.metrics import Metrics
 
 
 class Recorder:
-    """Fake model: result = f(payload); records every batch it sees."""
+    """Fake model: result = ("result", payload); records every batch it sees. ``gate`` (optional)
+    blocks the first batch until set, so tests can fill the queue while a batch runs."""
 
-    def __init__(self, fail_on: object = None) -> None:
+    def __init__(self, fail_on: object = None, gate: threading.Event | None = None) -> None:
         self.batches: list[list] = []
         self.fail_on = fail_on
+        self.gate = gate
         self.lock = threading.Lock()
 
     def __call__(self, payloads: list) -> list:
         with self.lock:
+            first = not self.batches
             self.batches.append(list(payloads))
+        if first and self.gate is not None:
+            self.gate.wait(5)
         if self.fail_on is not None and self.fail_on in payloads:
             raise ValueError("injected fault")
         return [("result", p) for p in payloads]
 
 
-def run(coro):
-    return asyncio.run(coro)
+def length(payload) -> int:
+    """Payloads in these tests are (id, tokens)."""
+    return payload[1]
 
 
-class Gate:
-    """Fake model that blocks every batch until ``release`` is set, then echoes its payloads."""
+def batcher(fake, workers: int = 1, **limits) -> DynamicBatcher:
+    return DynamicBatcher("m", fake, BatchLimits(**limits), cost=length, workers=workers, metrics=Metrics())
 
-    def __init__(self) -> None:
-        self.release = threading.Event()
 
-    def __call__(self, payloads: list) -> list:
-        self.release.wait(5)
-        return payloads
+async def started(b: DynamicBatcher) -> DynamicBatcher:
+    b.start()
+    return b
 
 
 @settings(max_examples=40, deadline=None)
 @given(
-    requests=st.lists(st.lists(st.integers(0, 10_000), min_size=1, max_size=6), min_size=1, max_size=25),
+    requests=st.lists(st.lists(st.integers(1, 128), min_size=1, max_size=6), min_size=1, max_size=25),
     delays_ms=st.lists(st.sampled_from([0.0, 0.0, 0.5, 2.0]), min_size=25, max_size=25),
     max_batch_size=st.integers(1, 8),
+    max_batch_tokens=st.sampled_from([64, 256, 4096]),
     max_wait_ms=st.sampled_from([0.0, 1.0, 5.0]),
+    sort_window=st.integers(1, 16),
     workers=st.integers(1, 3),
 )
-def test_every_caller_gets_its_own_results_in_order(requests, delays_ms, max_batch_size, max_wait_ms, workers):
+def test_every_caller_gets_its_own_results_in_order(requests, delays_ms, max_batch_size, max_batch_tokens,
+                                                    max_wait_ms, sort_window, workers):
     fake = Recorder()
+    payloads = [[(f"{r}.{i}", n) for i, n in enumerate(lengths)] for r, lengths in enumerate(requests)]
 
     async def scenario():
-        batcher = DynamicBatcher("m", fake, max_batch_size, max_wait_ms, max_queue_items=10_000,
-                                 workers=workers, metrics=Metrics())
-        batcher.start()
+        b = await started(batcher(fake, workers, max_batch_size=max_batch_size, max_batch_tokens=max_batch_tokens,
+                                  max_wait_ms=max_wait_ms, sort_window=sort_window, max_queue_items=10_000,
+                                  max_queued_tokens=10**7))
 
-        async def client(i, payloads):
+        async def client(i, p):
             await asyncio.sleep(delays_ms[i] / 1000)
-            return await batcher.submit(payloads)
+            return await b.submit(p)
 
         try:
-            return await asyncio.gather(*(client(i, p) for i, p in enumerate(requests)))
+            return await asyncio.gather(*(client(i, p) for i, p in enumerate(payloads)))
         finally:
-            await batcher.stop()
+            await b.stop()
 
-    answers = run(scenario())
-    assert answers == [[("result", p) for p in payloads] for payloads in requests]
-    assert all(1 <= len(b) <= max_batch_size for b in fake.batches)
-    # each item ran exactly once
-    assert sum(len(b) for b in fake.batches) == sum(len(r) for r in requests)
+    answers = asyncio.run(scenario())
+    assert answers == [[("result", p) for p in request] for request in payloads]
+    for batch in fake.batches:
+        assert 1 <= len(batch) <= max_batch_size
+        assert len(batch) == 1 or max(map(length, batch)) * len(batch) <= max_batch_tokens
+    ran = [p for batch in fake.batches for p in batch]
+    assert sorted(ran) == sorted(p for request in payloads for p in request)  # each exactly once
 
 
-def test_concurrent_callers_are_batched_together():
+@settings(max_examples=200, deadline=None)
+@given(lengths=st.lists(st.integers(1, 512), min_size=1, max_size=64), max_batch_size=st.integers(1, 16),
+       max_batch_tokens=st.integers(1, 2048))
+def test_select_batch_respects_budgets_and_keeps_the_oldest(lengths, max_batch_size, max_batch_tokens):
+    limits = BatchLimits(max_batch_size=max_batch_size, max_batch_tokens=max_batch_tokens)
+    chosen, full = select_batch(lengths, limits)
+    assert chosen[0] == 0 and chosen == sorted(set(chosen))
+    assert len(chosen) <= max_batch_size
+    padded = max(lengths[i] for i in chosen) * len(chosen)
+    assert len(chosen) == 1 or padded <= max_batch_tokens
+    if not full:  # nothing left out of the window
+        assert len(chosen) == len(lengths)
+
+
+@settings(max_examples=60, deadline=None)
+@given(lengths=st.lists(st.integers(1, 128), min_size=2, max_size=60), max_batch_size=st.integers(1, 8),
+       sort_window=st.integers(1, 12))
+def test_no_sequence_is_overtaken_by_more_than_the_documented_bound(lengths, max_batch_size, sort_window):
+    """Queue everything behind a running batch, then count, for each sequence, the later arrivals
+    that ran in earlier batches: at most (sort_window - 1) x (max_batch_size - 1)."""
+    gate = threading.Event()
+    fake = Recorder(gate=gate)
+
+    async def scenario():
+        b = await started(batcher(fake, max_batch_size=max_batch_size, max_batch_tokens=10**6,
+                                  sort_window=sort_window))
+        first = asyncio.ensure_future(b.submit([(-1, 1)]))
+        await asyncio.sleep(0.02)
+        rest = [asyncio.ensure_future(b.submit([(i, n)])) for i, n in enumerate(lengths)]
+        await asyncio.sleep(0.01)
+        gate.set()
+        await asyncio.gather(first, *rest)
+        await b.stop()
+
+    asyncio.run(scenario())
+    batch_of = {p[0]: k for k, batch in enumerate(fake.batches) for p in batch}
+    bound = (sort_window - 1) * (max_batch_size - 1)
+    for i in range(len(lengths)):
+        overtaken_by = sum(1 for j in range(i + 1, len(lengths)) if batch_of[j] < batch_of[i])
+        assert overtaken_by <= bound
+
+
+def test_batches_group_similar_lengths_within_the_token_budget():
+    gate = threading.Event()
+    fake = Recorder(gate=gate)
+
+    async def scenario():
+        b = await started(batcher(fake, max_batch_size=3, max_batch_tokens=1000, sort_window=16))
+        first = asyncio.ensure_future(b.submit([("first", 5)]))
+        await asyncio.sleep(0.02)
+        lengths = [10, 100, 12, 98, 11, 99, 300, 300, 300, 300]
+        waiting = [asyncio.ensure_future(b.submit([(f"n{n}.{i}", n)])) for i, n in enumerate(lengths)]
+        await asyncio.sleep(0.01)
+        gate.set()
+        await asyncio.gather(first, *waiting)
+        await b.stop()
+
+    asyncio.run(scenario())
+    lengths_of = [sorted(length(p) for p in batch) for batch in fake.batches[1:]]
+    assert lengths_of == [[10, 11, 12], [98, 99, 100], [300, 300, 300], [300]]  # 4 x 300 > 1000 tokens
+
+
+def test_concurrent_callers_are_batched_together_while_the_batch_waits():
     fake = Recorder()
 
     async def scenario():
-        batcher = DynamicBatcher("m", fake, max_batch_size=16, max_wait_ms=50, max_queue_items=100)
-        batcher.start()
+        b = await started(batcher(fake, max_batch_size=16, max_wait_ms=50))
         try:
-            return await asyncio.gather(*(batcher.submit([i]) for i in range(10)))
+            return await asyncio.gather(*(b.submit([(i, 8)]) for i in range(10)))
         finally:
-            await batcher.stop()
+            await b.stop()
 
-    run(scenario())
-    assert len(fake.batches) == 1 and sorted(fake.batches[0]) == list(range(10))
+    asyncio.run(scenario())
+    assert len(fake.batches) == 1 and sorted(p[0] for p in fake.batches[0]) == list(range(10))
+
+
+def test_a_lone_request_does_not_wait_with_max_wait_zero():
+    fake = Recorder()
+
+    async def scenario():
+        b = await started(batcher(fake, max_batch_size=32, max_wait_ms=0))
+        t0 = time.monotonic()
+        await b.submit([("a", 8)])
+        elapsed_s = time.monotonic() - t0
+        await b.stop()
+        return elapsed_s
+
+    assert asyncio.run(scenario()) < 0.5  # generous: only "no max_wait", not a timing claim
 
 
 def test_failure_fails_only_its_batch_and_the_batcher_keeps_serving():
-    fake = Recorder(fail_on="boom")
+    fake = Recorder(fail_on=("boom", 4))
 
     async def scenario():
-        batcher = DynamicBatcher("m", fake, max_batch_size=4, max_wait_ms=20, max_queue_items=100)
-        batcher.start()
+        b = await started(batcher(fake, max_batch_size=4, max_wait_ms=20))
         try:
-            results = await asyncio.gather(batcher.submit(["a"]), batcher.submit(["boom"]), batcher.submit(["b"]),
+            results = await asyncio.gather(b.submit([("a", 4)]), b.submit([("boom", 4)]), b.submit([("b", 4)]),
                                            return_exceptions=True)
-            after = await batcher.submit(["c"])
+            after = await b.submit([("c", 4)])
             return results, after
         finally:
-            await batcher.stop()
+            await b.stop()
 
-    results, after = run(scenario())
+    results, after = asyncio.run(scenario())
     assert all(isinstance(r, InferenceError) for r in results), results  # same batch: all three fail
-    assert after == [("result", "c")]
+    assert after == [("result", ("c", 4))]
 
 
-def test_overload_is_rejected_at_once():
-    slow = Gate()
+@pytest.mark.parametrize("limits", [
+    {"max_queue_items": 3},      # 3 sequences queued: a 4th is refused
+    {"max_queued_tokens": 100},  # 90 + 20 tokens > 100
+])
+def test_overload_is_rejected_at_once(limits):
+    gate = threading.Event()
+    fake = Recorder(gate=gate)
 
     async def scenario():
-        batcher = DynamicBatcher("m", slow, max_batch_size=1, max_wait_ms=0, max_queue_items=3)
-        batcher.start()
-        first = asyncio.ensure_future(batcher.submit([1]))
+        b = await started(batcher(fake, max_batch_size=1, **limits))
+        first = asyncio.ensure_future(b.submit([(1, 20)]))
         await asyncio.sleep(0.05)  # first is running, queue empty
-        queued = asyncio.ensure_future(batcher.submit([2, 3, 4]))
+        queued = asyncio.ensure_future(b.submit([(2, 30), (3, 30), (4, 30)]))
         await asyncio.sleep(0.01)
-        with pytest.raises(Overloaded):
-            await batcher.submit([5])
-        slow.release.set()
-        assert await first == [1] and await queued == [2, 3, 4]
-        await batcher.stop()
+        with pytest.raises(Overloaded) as info:
+            await b.submit([(5, 20)])
+        assert info.value.retry_after_s >= 1
+        gate.set()
+        assert len(await first) == 1 and len(await queued) == 3
+        assert await b.submit([(6, 10**6)]) == [("result", (6, 10**6))]  # an empty queue admits anything
+        await b.stop()
 
-    run(scenario())
+    asyncio.run(scenario())
+
+
+def test_deadline_passes_while_queued_and_the_sequence_never_runs():
+    gate = threading.Event()
+    fake = Recorder(gate=gate)
+
+    async def scenario():
+        b = await started(batcher(fake, max_batch_size=1))
+        first = asyncio.ensure_future(b.submit([("first", 1)]))
+        await asyncio.sleep(0.02)
+        with pytest.raises(DeadlineExceeded):
+            await b.submit([("late", 1)], deadline=time.monotonic() + 0.05)
+        assert b.queued == 0 and b.queued_tokens == 0
+        gate.set()
+        await first
+        assert await b.submit([("next", 1)], deadline=time.monotonic() + 5) == [("result", ("next", 1))]
+        with pytest.raises(DeadlineExceeded):
+            await b.submit([("past", 1)], deadline=time.monotonic() - 1)
+        await b.stop()
+
+    asyncio.run(scenario())
+    assert all(("late", 1) not in batch for batch in fake.batches)
 
 
 def test_stop_fails_queued_work_and_refuses_new_work():
-    slow = Gate()
+    gate = threading.Event()
+    fake = Recorder(gate=gate)
 
     async def scenario():
-        batcher = DynamicBatcher("m", slow, max_batch_size=1, max_wait_ms=0, max_queue_items=10)
-        batcher.start()
-        running = asyncio.ensure_future(batcher.submit(["running"]))
+        b = await started(batcher(fake, max_batch_size=1))
+        running = asyncio.ensure_future(b.submit([("running", 1)]))
         await asyncio.sleep(0.05)
-        waiting = asyncio.ensure_future(batcher.submit(["waiting"]))
+        waiting = asyncio.ensure_future(b.submit([("waiting", 1)]))
         await asyncio.sleep(0.01)
-        stopping = asyncio.ensure_future(batcher.stop())
+        stopping = asyncio.ensure_future(b.stop())
         await asyncio.sleep(0.01)
-        slow.release.set()
+        gate.set()
         await stopping
-        assert await running == ["running"]  # accepted and running: completes
+        assert await running == [("result", ("running", 1))]  # accepted and running: completes
         with pytest.raises(BatcherClosed):
             await waiting
         with pytest.raises(BatcherClosed):
-            await batcher.submit(["late"])
+            await b.submit([("late", 1)])
 
-    run(scenario())
+    asyncio.run(scenario())
 
 
 def test_cancelled_caller_is_dropped_before_inference():
     fake = Recorder()
 
     async def scenario():
-        batcher = DynamicBatcher("m", fake, max_batch_size=8, max_wait_ms=30, max_queue_items=100)
-        batcher.start()
-        gone = asyncio.ensure_future(batcher.submit(["gone"]))
+        b = await started(batcher(fake, max_batch_size=8, max_wait_ms=30))
+        gone = asyncio.ensure_future(b.submit([("gone", 1)]))
         await asyncio.sleep(0.005)
         gone.cancel()
-        assert await batcher.submit(["kept"]) == [("result", "kept")]
-        await batcher.stop()
+        assert await b.submit([("kept", 1)]) == [("result", ("kept", 1))]
+        await b.stop()
 
-    run(scenario())
-    assert all("gone" not in b for b in fake.batches)
+    asyncio.run(scenario())
+    assert all(("gone", 1) not in b for b in fake.batches)
+
+
+def test_batch_metrics_count_padding():
+    fake = Recorder()
+    metrics = Metrics()
+
+    async def scenario():
+        b = DynamicBatcher("m", fake, BatchLimits(max_batch_size=8, max_wait_ms=50), cost=length, metrics=metrics)
+        b.start()
+        await asyncio.gather(b.submit([("a", 10)]), b.submit([("b", 30)]))
+        await b.stop()
+
+    asyncio.run(scenario())
+    value = metrics.registry.get_sample_value
+    assert value("presso_batch_tokens_sum", {"model": "m"}) == 60  # 2 x 30 padded
+    assert value("presso_padding_ratio_sum", {"model": "m"}) == pytest.approx(1 - 40 / 60)
+    assert value("presso_queue_tokens", {"model": "m"}) == 0

@@ -83,3 +83,30 @@ def test_any_unicode_text_gives_exact_offsets(encoder, text):
     for e in found:
         assert full[e.start:e.end] == e.text
         assert e.start < e.end
+
+
+SENTENCE_WORDS = ["john", "smith", "lives", "in", "new", "york", ".", "jacksville", "is", "good", ",", "paris",
+                  "smiths", "the", "day", "!", "éé", "😀"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(words=st.lists(st.sampled_from(SENTENCE_WORDS), min_size=0, max_size=60),
+       max_seq_len=st.integers(4, 20), stride=st.integers(0, 10))
+def test_windows_of_a_long_text_give_the_entities_of_one_long_sequence(tmp_path_factory, words, max_seq_len,
+                                                                      stride):
+    """With logits that depend only on the token, the merge must reproduce the single-sequence
+    answer exactly: each entity once, offsets into the original text, none lost at a boundary."""
+    from service.ner import group_entities, merge_windows, window_words
+
+    text = " ".join(words)
+    path = tmp_path_factory.getbasetemp() / "windows-tokenizer.json"
+    if not path.exists():
+        write_tokenizer(path)
+    whole = TextEncoder(path, max_seq_len=512).encode([text])[0]
+    expected = extract_entities(text, TABLE[whole.ids], whole.word_ids, whole.offsets, NER_LABELS)
+    windows = TextEncoder(path, max_seq_len=max_seq_len, stride_tokens=stride).encode_windows([text])[0]
+    assert all(w.length <= max_seq_len for w in windows)
+    parts = [window_words(TABLE[w.ids], w.word_ids, w.offsets, NER_LABELS) for w in windows]
+    got = group_entities(merge_windows(parts), text)
+    assert got == expected
+    assert all(text[e.start:e.end] == e.text for e in got)
