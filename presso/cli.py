@@ -132,6 +132,26 @@ def bench_autoscale(
     typer.echo(json.dumps(report["summary"], indent=2))
 
 
+@bench.command("serve")
+def bench_serve(
+    models_dir: Path = typer.Option(Path("models"), help="directory of model artifacts"),
+    model: str = typer.Option("ner", help="token-classification artifact to drive over /ner"),
+    torch_model: Optional[Path] = typer.Option(None, help="fp32 PyTorch model for baseline C (e.g. "
+                                               "<work-dir>/fp32 of `presso build --work-dir`); default: the base "
+                                               "encoder with an untrained head"),
+    out_dir: Path = typer.Option(Path("reports"), help="where serve-bench.json and serve-bench.png go"),
+    duration_s: float = typer.Option(15, help="measured seconds per concurrency level"),
+    warmup_s: float = typer.Option(3, help="unmeasured seconds before each level"),
+    max_requests: int = typer.Option(200_000, help="at most this many requests per level"),
+) -> None:
+    """Presso with and without dynamic batching vs a Hugging Face pipeline server vs offline ONNX Runtime."""
+    _logging("WARNING")
+    from presso.bench.serve import run as run_serve
+
+    report = run_serve(models_dir, model, out_dir, torch_model, duration_s, warmup_s, max_requests)
+    typer.echo(json.dumps({"ratios": report["ratios"], "targets_met": report["targets_met"]}, indent=2))
+
+
 @app.command()
 def report(models_dir: Path = typer.Argument(Path("models"), help="directory of model artifacts")) -> None:
     """Print each artifact's stage metrics, sizes and latencies as markdown."""

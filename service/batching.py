@@ -48,6 +48,7 @@ class BatchLimits:
     max_batch_tokens: int = 4096
     max_wait_ms: float = 0.0
     sort_window: int = 128
+    padding_tolerance_tokens: int = 8
     max_queue_items: int = 4096
     max_queued_tokens: int = 262_144
 
@@ -95,7 +96,11 @@ def select_batch(lengths: Sequence[int], limits: BatchLimits) -> tuple[list[int]
     Returns:
         Indices into ``lengths`` (ascending; always including 0, the oldest) and whether the batch
         is full: another sequence would exceed ``max_batch_size`` or ``max_batch_tokens``. The
-        oldest sequence runs even when it alone exceeds the token budget.
+        oldest sequence runs even when it alone exceeds the token budget. Candidates are taken
+        closest in length to the oldest first; one that would add more than
+        ``padding_tolerance_tokens`` padding tokens (to itself or to those already chosen) waits
+        for a batch of its own length: a padded token costs as much as a real one, so padding
+        only pays while it is cheaper than the fixed cost of another batch.
     """
     anchor = lengths[0]
     chosen, longest, full = [0], anchor, False
@@ -106,6 +111,9 @@ def select_batch(lengths: Sequence[int], limits: BatchLimits) -> tuple[list[int]
         candidate = max(longest, lengths[i])
         if candidate * (len(chosen) + 1) > limits.max_batch_tokens:
             full = True
+            continue
+        # padding this sequence adds: to itself, or to every sequence already chosen
+        if (candidate - longest) * len(chosen) + (candidate - lengths[i]) > limits.padding_tolerance_tokens:
             continue
         chosen.append(i)
         longest = candidate

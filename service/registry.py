@@ -45,16 +45,18 @@ class LoadedModel:
         providers: ONNX Runtime execution providers, in preference order.
         intra_op_threads: ONNX Runtime threads per operator (0 = all cores).
         stride_tokens: tokens shared by consecutive windows of a long text (token classification).
+        spinning: ONNX Runtime intra-op threads busy-wait between operators.
     """
 
-    def __init__(self, path: Path, providers: list[str], intra_op_threads: int, stride_tokens: int = 32) -> None:
+    def __init__(self, path: Path, providers: list[str], intra_op_threads: int, stride_tokens: int = 32,
+                 spinning: bool = True) -> None:
         self.path = path
         self.manifest = read_manifest(path)
         self.name: str = self.manifest["name"]
         self.task: str = self.manifest["task"]
         self.labels: list[str] = list(self.manifest["labels"])
         self.encoder = TextEncoder(path / "tokenizer.json", int(self.manifest["max_seq_len"]), stride_tokens)
-        self.onnx = OnnxModel(path / self.manifest["model_file"], providers, intra_op_threads)
+        self.onnx = OnnxModel(path / self.manifest["model_file"], providers, intra_op_threads, spinning)
 
     def tokenize(self, texts: list[str]) -> list[list[Item]]:
         """The sequences of each text: token classification splits a text longer than
@@ -116,7 +118,7 @@ def read_manifest(path: Path) -> dict:
 
 
 def load_models(models_dir: Path, providers: list[str], intra_op_threads: int,
-                stride_tokens: int = 32) -> dict[str, LoadedModel]:
+                stride_tokens: int = 32, spinning: bool = True) -> dict[str, LoadedModel]:
     """Every artifact directory (one holding ``manifest.json``) under ``models_dir``.
 
     Raises:
@@ -128,7 +130,7 @@ def load_models(models_dir: Path, providers: list[str], intra_op_threads: int,
     models: dict[str, LoadedModel] = {}
     for d in dirs:
         try:
-            model = LoadedModel(d, providers, intra_op_threads, stride_tokens)
+            model = LoadedModel(d, providers, intra_op_threads, stride_tokens, spinning)
         except RuntimeSetupError as exc:
             raise ArtifactError(str(exc)) from exc
         if model.name in models:

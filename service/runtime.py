@@ -61,16 +61,20 @@ class OnnxModel:
             ``token_type_ids``), int64 ``[batch, sequence]``, and output ``logits``.
         providers: execution providers in priority order.
         intra_op_threads: threads per operator; 0 lets ONNX Runtime choose.
+        spinning: let idle intra-op threads busy-wait for the next operator (ONNX Runtime's default,
+            ``session.intra_op.allow_spinning``); off, they sleep and leave the cores to the event loop.
 
     Raises:
         RuntimeSetupError: the file cannot be loaded or lacks the expected inputs/outputs.
     """
 
-    def __init__(self, path: str | Path, providers: list[str] | None = None, intra_op_threads: int = 0) -> None:
+    def __init__(self, path: str | Path, providers: list[str] | None = None, intra_op_threads: int = 0,
+                 spinning: bool = True) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:

@@ -5,6 +5,7 @@ Built once at startup (:func:`service.server.run` / :func:`service.api.create_ap
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -25,11 +26,16 @@ class Settings(BaseSettings):
     max_wait_ms: float = Field(0.0, ge=0, description="longest wait for more sequences after a batch's first "
                                "arrived; 0 = take what is queued when a worker frees up")
     sort_window: int = Field(128, ge=1, description="oldest queued sequences a batch is chosen from by length")
+    padding_tolerance_tokens: int = Field(8, ge=0, description="most padding tokens one sequence may add to a "
+                                          "batch; about the per-batch fixed cost in tokens (CPU ~10, GPU hundreds)")
     max_queued_tokens: int = Field(262_144, ge=1, description="queued tokens per model before answering 429")
     max_queue_items: int = Field(4096, ge=1, description="queued sequences per model before answering 429")
     request_timeout_ms: float = Field(30_000, gt=0, description="deadline of a request without 'timeout_ms' (504)")
-    inference_threads: int = Field(1, ge=1, description="batches run concurrently per model (worker threads)")
-    intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime threads per operator; 0 = all cores")
+    inference_threads: int = Field(0, ge=0, description="batches run concurrently per model (worker threads); "
+                                   "0 = one per core left by intra_op_threads")
+    intra_op_threads: int = Field(1, ge=0, description="ONNX Runtime threads per operator; 0 = all cores")
+    intra_op_spinning: bool = Field(True, description="ONNX Runtime threads busy-wait between operators "
+                                    "(faster batches, but they compete with the event loop for cores)")
     # -- long texts --
     ner_window_stride_tokens: int = Field(32, ge=0, description="tokens shared by consecutive NER windows of a "
                                           "text longer than the model's max_seq_len")
@@ -40,3 +46,12 @@ class Settings(BaseSettings):
     max_text_chars: int = Field(20_000, ge=1, description="longest text accepted in characters (413 beyond)")
     warmup: bool = Field(True, description="run one inference per model before reporting ready")
     log_level: str = Field("INFO", description="Python logging level")
+
+    def inference_workers(self) -> int:
+        """``inference_threads``, or when 0 one worker per core the intra-op threads leave: on a
+        CPU, batches running side by side on one core each beat one batch spread over all cores
+        for models this small (measured in reports/serve-bench.json)."""
+        if self.inference_threads:
+            return self.inference_threads
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return max(1, cores // self.intra_op_threads) if self.intra_op_threads else 1

