@@ -66,13 +66,14 @@ def create_app(settings: Settings, models: dict[str, LoadedModel] | None = None)
             providers = select_providers(onnxruntime_distribution())
             state.models = await asyncio.to_thread(load_models, settings.models_dir, providers,
                                                    settings.intra_op_threads, settings.ner_window_stride_tokens,
-                                                   settings.intra_op_spinning)
+                                                   settings.intra_op_spinning, settings.all_cores_when_idle)
         else:
             state.models = models
         for name, model in state.models.items():
             state.metrics.register_model(name)
             batcher = DynamicBatcher(name, model.infer, BatchLimits.from_settings(settings), cost=_tokens,
-                                     workers=settings.inference_workers(), metrics=state.metrics)
+                                     workers=settings.inference_workers(), metrics=state.metrics,
+                                     infer_alone=_alone(model) if settings.all_cores_when_idle else None)
             batcher.start()
             state.batchers[name] = batcher
             if settings.warmup:
@@ -131,7 +132,7 @@ def create_app(settings: Settings, models: dict[str, LoadedModel] | None = None)
                                "tokens and this service refuses to truncate", "body.text" if single
                                else f"body.texts.{i}")
 
-    async def run(task: str, body: InferenceRequest) -> tuple[LoadedModel, list[dict]]:
+    async def run(task: str, body: InferenceRequest, request: Request) -> tuple[LoadedModel, list[dict]]:
         deadline = time.monotonic() + (body.timeout_ms or settings.request_timeout_ms) / 1000.0
         model = pick_model(task, body.model)
         texts = body.all_texts()
@@ -144,7 +145,7 @@ def create_app(settings: Settings, models: dict[str, LoadedModel] | None = None)
         check_long_texts(model, sequences, single)
         flat = [item for windows in sequences for item in windows]
         try:
-            partials = await state.batchers[model.name].submit(flat, deadline)
+            partials = await unless_disconnected(request, state.batchers[model.name].submit(flat, deadline))
         except Overloaded as exc:
             state.metrics.rejected.labels(model=model.name).inc()
             raise ApiError(429, "overloaded", str(exc), headers={"Retry-After": str(exc.retry_after_s)})
@@ -154,6 +155,8 @@ def create_app(settings: Settings, models: dict[str, LoadedModel] | None = None)
                            f"{body.timeout_ms or settings.request_timeout_ms:g})", "body.timeout_ms")
         except BatcherClosed as exc:
             raise ApiError(503, "shutting_down", str(exc))
+        except ClientDisconnected:
+            raise ApiError(499, "client_disconnected", "the client closed the connection; its texts were dropped")
         except InferenceError as exc:
             raise ApiError(500, "inference_failed", str(exc))
         results, at = [], 0
@@ -162,9 +165,9 @@ def create_app(settings: Settings, models: dict[str, LoadedModel] | None = None)
             at += len(windows)
         return model, results
 
-    async def answer(task: str, body: InferenceRequest) -> JSONResponse:
+    async def answer(task: str, body: InferenceRequest, request: Request) -> JSONResponse:
         """One text: the result's fields beside ``model``; several: ``results`` in input order."""
-        model, results = await run(task, body)
+        model, results = await run(task, body, request)
         # Built from validated parts: returned as is, without a second validation pass.
         if body.text is not None:
             return JSONResponse({"model": model.name, **results[0]})
@@ -172,13 +175,13 @@ def create_app(settings: Settings, models: dict[str, LoadedModel] | None = None)
 
     @app.post("/ner", response_model=NerResponse | NerBatchResponse, responses=ERROR_RESPONSES,
               summary="Named entities with character offsets")
-    async def ner(body: InferenceRequest):
-        return await answer(TOKEN_CLASSIFICATION, body)
+    async def ner(body: InferenceRequest, request: Request):
+        return await answer(TOKEN_CLASSIFICATION, body, request)
 
     @app.post("/classify", response_model=ClassifyResponse | ClassifyBatchResponse, responses=ERROR_RESPONSES,
               summary="Label and per-label probabilities")
-    async def classify(body: InferenceRequest):
-        return await answer(SEQUENCE_CLASSIFICATION, body)
+    async def classify(body: InferenceRequest, request: Request):
+        return await answer(SEQUENCE_CLASSIFICATION, body, request)
 
     @app.get("/health/live", summary="Liveness: the process answers")
     async def live():
@@ -200,6 +203,39 @@ def create_app(settings: Settings, models: dict[str, LoadedModel] | None = None)
         return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+class ClientDisconnected(Exception):
+    """The HTTP client went away while its texts were queued."""
+
+
+async def unless_disconnected(request: Request, work):
+    """Await ``work`` (a coroutine), cancelling it if the client disconnects first (its queued
+    sequences are then dropped before inference, as TEI drops requests whose client left).
+
+    Raises:
+        ClientDisconnected: the client closed the connection before ``work`` finished.
+    """
+    task = asyncio.ensure_future(work)
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()  # the client left, or this handler itself was cancelled
+    if task in done:
+        return task.result()
+    raise ClientDisconnected()
+
+
+def _alone(model: LoadedModel):
+    return lambda items: model.infer(items, alone=True)
 
 
 def _tokens(item) -> int:

@@ -127,6 +127,9 @@ class DynamicBatcher:
     Args:
         name: model name (metrics label, logs).
         infer: ``list[payload] -> list[result]`` of the same length and order; runs in a worker thread.
+        infer_alone: used instead of ``infer`` for a batch that runs while no other batch runs and
+            nothing is queued (e.g. a session using every core: lowest latency at low load, while
+            loaded batches run side by side on one core each).
         limits: batch and queue bounds.
         cost: tokens of one payload (``[seq_len]`` of its encoding); default 1 per payload.
         workers: batches that may run concurrently (threads).
@@ -134,10 +137,11 @@ class DynamicBatcher:
     """
 
     def __init__(self, name: str, infer: InferFn, limits: BatchLimits, cost: CostFn | None = None,
-                 workers: int = 1, metrics=None) -> None:
+                 workers: int = 1, metrics=None, infer_alone: InferFn | None = None) -> None:
         self.name = name
         self.limits = limits
         self._infer = infer
+        self._infer_alone = infer_alone or infer
         self._cost = cost or (lambda _payload: 1)
         self._metrics = metrics
         self._queue: deque[_Item] = deque()
@@ -209,6 +213,7 @@ class DynamicBatcher:
         self._arrival.set()
         self._gauge()
         waiter = asyncio.gather(*(item.future for item in items))
+        waiter.add_done_callback(_retrieve)  # a cancelled caller leaves nobody to read its outcome
         try:
             if deadline is None:
                 return list(await waiter)
@@ -284,8 +289,9 @@ class DynamicBatcher:
         started = time.monotonic()
         try:
             self._observe_batch(batch, started)
+            infer = self._infer_alone if len(self._running) <= 1 and not self._queue else self._infer
             loop = asyncio.get_running_loop()
-            results = await loop.run_in_executor(self._executor, self._infer, [i.payload for i in batch])
+            results = await loop.run_in_executor(self._executor, infer, [i.payload for i in batch])
             if len(results) != len(batch):
                 raise InferenceError(f"model {self.name} returned {len(results)} results for {len(batch)} inputs")
             for item, result in zip(batch, results):
@@ -326,6 +332,11 @@ class DynamicBatcher:
         if self._metrics:
             self._metrics.queue_depth.labels(model=self.name).set(len(self._queue))
             self._metrics.queue_tokens.labels(model=self.name).set(self._queued_tokens)
+
+
+def _retrieve(future: asyncio.Future) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _settle(future: asyncio.Future, result: Any = None, exc: BaseException | None = None) -> None:

@@ -46,10 +46,12 @@ class LoadedModel:
         intra_op_threads: ONNX Runtime threads per operator (0 = all cores).
         stride_tokens: tokens shared by consecutive windows of a long text (token classification).
         spinning: ONNX Runtime intra-op threads busy-wait between operators.
+        alone_session: also open a session using every core, for batches that run alone
+            (``infer(..., alone=True)``); only when ``intra_op_threads`` limits the main session.
     """
 
     def __init__(self, path: Path, providers: list[str], intra_op_threads: int, stride_tokens: int = 32,
-                 spinning: bool = True) -> None:
+                 spinning: bool = True, alone_session: bool = False) -> None:
         self.path = path
         self.manifest = read_manifest(path)
         self.name: str = self.manifest["name"]
@@ -57,6 +59,8 @@ class LoadedModel:
         self.labels: list[str] = list(self.manifest["labels"])
         self.encoder = TextEncoder(path / "tokenizer.json", int(self.manifest["max_seq_len"]), stride_tokens)
         self.onnx = OnnxModel(path / self.manifest["model_file"], providers, intra_op_threads, spinning)
+        self.onnx_alone = (OnnxModel(path / self.manifest["model_file"], providers, 0, spinning)
+                           if alone_session and intra_op_threads != 0 else self.onnx)
 
     def tokenize(self, texts: list[str]) -> list[list[Item]]:
         """The sequences of each text: token classification splits a text longer than
@@ -65,14 +69,16 @@ class LoadedModel:
             return [[Item(t, w) for w in windows] for t, windows in zip(texts, self.encoder.encode_windows(texts))]
         return [[Item(t, e)] for t, e in zip(texts, self.encoder.encode(texts))]
 
-    def infer(self, items: list[Item]) -> list:
+    def infer(self, items: list[Item], alone: bool = False) -> list:
         """Run one padded batch ``[batch, seq_len]``; one partial result per item, in order.
+        ``alone``: on the session that uses every core (the service is otherwise idle).
 
         Token classification: the window's ``list[WindowWord]``; sequence classification: the
         result dict. Padding never changes a result: padded positions are masked in attention
         and ignored in post-processing.
         """
-        logits = self.onnx.run(pad_batch([i.encoded for i in items], self.encoder.pad_id))
+        session = self.onnx_alone if alone else self.onnx
+        logits = session.run(pad_batch([i.encoded for i in items], self.encoder.pad_id))
         if self.task == TOKEN_CLASSIFICATION:
             return [window_words(logits[row], i.encoded.word_ids, i.encoded.offsets, self.labels)
                     for row, i in enumerate(items)]
@@ -118,7 +124,7 @@ def read_manifest(path: Path) -> dict:
 
 
 def load_models(models_dir: Path, providers: list[str], intra_op_threads: int,
-                stride_tokens: int = 32, spinning: bool = True) -> dict[str, LoadedModel]:
+                stride_tokens: int = 32, spinning: bool = True, alone_session: bool = False) -> dict[str, LoadedModel]:
     """Every artifact directory (one holding ``manifest.json``) under ``models_dir``.
 
     Raises:
@@ -130,7 +136,7 @@ def load_models(models_dir: Path, providers: list[str], intra_op_threads: int,
     models: dict[str, LoadedModel] = {}
     for d in dirs:
         try:
-            model = LoadedModel(d, providers, intra_op_threads, stride_tokens, spinning)
+            model = LoadedModel(d, providers, intra_op_threads, stride_tokens, spinning, alone_session)
         except RuntimeSetupError as exc:
             raise ArtifactError(str(exc)) from exc
         if model.name in models:

@@ -118,10 +118,10 @@ def test_inference_fault_fails_the_batch_with_json_500_and_service_keeps_serving
     models = load_models(fake_models_dir, ["CPUExecutionProvider"], 1)
     real = models["fake-ner"].infer
 
-    def flaky(items):
+    def flaky(items, **kw):
         if any(i.text == "explode" for i in items):
             raise RuntimeError("injected")
-        return real(items)
+        return real(items, **kw)
 
     models["fake-ner"].infer = flaky
     with LiveServer(create_app(make_settings(fake_models_dir, warmup=False), models=models)) as server, \

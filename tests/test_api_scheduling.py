@@ -22,11 +22,11 @@ def slow_models(models_dir, delay_s: float, started: threading.Event | None = No
     for model in models.values():
         real = model.infer
 
-        def slow(items, real=real):
+        def slow(items, real=real, **kw):
             if started is not None:
                 started.set()
             time.sleep(delay_s)
-            return real(items)
+            return real(items, **kw)
 
         model.infer = slow
     return models
@@ -65,7 +65,7 @@ def test_classification_truncates_by_default_or_refuses_when_configured(fake_mod
 def test_deadline_answers_504_and_the_service_keeps_serving(fake_models_dir):
     started = threading.Event()
     models = slow_models(fake_models_dir, 0.5, started)
-    with serve(fake_models_dir, models, warmup=False, max_batch_size=1) as server, \
+    with serve(fake_models_dir, models, warmup=False, max_batch_size=1, inference_threads=1) as server, \
             httpx.Client(base_url=server.url, timeout=30) as c, concurrent.futures.ThreadPoolExecutor(2) as pool:
         busy = pool.submit(c.post, "/ner", json={"text": "paris"})
         assert started.wait(5)
@@ -84,7 +84,7 @@ def test_deadline_answers_504_and_the_service_keeps_serving(fake_models_dir):
 def test_overload_answers_429_with_retry_after_at_once(fake_models_dir):
     started = threading.Event()
     models = slow_models(fake_models_dir, 0.5, started)
-    with serve(fake_models_dir, models, warmup=False, max_batch_size=1, max_queued_tokens=20) as server, \
+    with serve(fake_models_dir, models, warmup=False, max_batch_size=1, inference_threads=1, max_queued_tokens=20) as server, \
             httpx.Client(base_url=server.url, timeout=30) as c, concurrent.futures.ThreadPoolExecutor(4) as pool:
         busy = pool.submit(c.post, "/ner", json={"text": "paris"})
         assert started.wait(5)
@@ -126,3 +126,33 @@ def test_event_loop_answers_while_a_batch_runs(fake_models_dir):
 def test_scheduling_series_exist_at_zero_from_startup(fake_models_dir, series):
     with serve(fake_models_dir, warmup=False) as server, httpx.Client(base_url=server.url) as c:
         assert series in c.get("/metrics").text
+
+
+def test_texts_of_a_client_that_disconnected_are_dropped_before_inference(fake_models_dir):
+    import json
+    import socket
+
+    started = threading.Event()
+    seen: list[str] = []
+    models = slow_models(fake_models_dir, 0.5, started)
+    slow = models["fake-ner"].infer
+
+    def recording(items, **kw):
+        seen.extend(i.text for i in items)
+        return slow(items, **kw)
+
+    models["fake-ner"].infer = recording
+    with serve(fake_models_dir, models, warmup=False, max_batch_size=1, inference_threads=1) as server, \
+            httpx.Client(base_url=server.url, timeout=30) as c, concurrent.futures.ThreadPoolExecutor(1) as pool:
+        busy = pool.submit(c.post, "/ner", json={"text": "paris"})
+        assert started.wait(5)
+        body = json.dumps({"text": "gone before inference"}).encode()
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(b"POST /ner HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            time.sleep(0.1)  # queued behind the running batch
+        assert busy.result().status_code == 200
+        assert c.post("/ner", json={"text": "john"}).status_code == 200
+        metrics = c.get("/metrics").text
+    assert "gone before inference" not in seen and "john" in seen
+    assert 'presso_queue_depth{model="fake-ner"} 0.0' in metrics

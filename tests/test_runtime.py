@@ -68,3 +68,22 @@ def test_settings_come_from_prefixed_environment(monkeypatch):
     monkeypatch.setenv("PRESSO_MAX_BATCH_SIZE", "0")
     with pytest.raises(ValueError):
         Settings()
+
+
+def test_readme_lists_every_setting_with_its_default():
+    from pathlib import Path
+
+    from service.settings import Settings
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    for name, field in Settings.model_fields.items():
+        default = str(field.default).lower() if isinstance(field.default, bool) else field.default
+        assert f"| `PRESSO_{name.upper()}` | `{default}` |" in readme, name
+
+
+def test_inference_workers_default_to_one_per_core_left_by_intra_op_threads(tmp_path):
+    from service.settings import Settings
+
+    assert Settings(inference_threads=3).inference_workers() == 3
+    assert Settings(intra_op_threads=0).inference_workers() == 1
+    assert Settings(intra_op_threads=1).inference_workers() >= 1
