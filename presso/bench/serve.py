@@ -157,6 +157,10 @@ def run(models_dir: Path, name: str, out_dir: Path, torch_model: Path | None = N
         texts_file = wrk.write_texts(texts, work / "texts.jsonl")
         settings = Settings()
         variants = {}
+        print("references without HTTP: one text alone, offline throughput (D)", file=sys.stderr, flush=True)
+        model = offline.load(artifact, settings.intra_op_threads)
+        single = offline.best_single_call_ms(artifact, texts)
+        d_before = offline.throughput(model, texts, settings.inference_workers())
         for key, extra, label in (("A", {}, "Presso, dynamic batching"),
                                   ("B", {"PRESSO_MAX_BATCH_SIZE": "1"}, "Presso, max_batch_size=1")):
             port = free_port()
@@ -180,13 +184,11 @@ def run(models_dir: Path, name: str, out_dir: Path, torch_model: Path | None = N
                              "levels": drive(url, proc.pid, texts_file, duration_s, warmup_s, max_requests, None)}
         finally:
             _stop(proc)
-        print("(D) offline ONNX Runtime", file=sys.stderr, flush=True)
-        model = offline.load(artifact, settings.intra_op_threads)
+        print("(D) offline ONNX Runtime, again", file=sys.stderr, flush=True)
+        d_after = offline.throughput(model, texts, settings.inference_workers())
         variants["D"] = {"label": "offline ONNX Runtime, same artifact and session settings, no HTTP, "
-                                  "tokenization excluded", "seq_per_s": offline.throughput(
-                                      model, texts, settings.inference_workers())}
-        # the reference a user gets calling ONNX Runtime directly: default session (every core)
-        single = offline.single_call_ms(offline.load(artifact, intra_op_threads=0), texts, n=len(texts))
+                                  "tokenization excluded; best of a run before A and one after C",
+                         "seq_per_s": offline.best_of(d_before, d_after), "runs": [d_before, d_after]}
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -209,13 +211,15 @@ def summarize(variants: dict, single: dict, manifest: dict, settings, duration_s
         "A/D@128": round(at("A", 128)["throughput_rps"] / d_best, 3),
         "A_p50@1/single": round(at("A", 1)["p50_ms"] / single["p50_ms"], 2),
     }
+    context = {"A/D_length_sorted@128": round(at("A", 128)["throughput_rps"] / max(
+        variants["D"]["seq_per_s"]["length_sorted"].values()), 3)}
     met = {k: (ratios[k] >= bound if op == ">=" else ratios[k] <= bound) for k, (op, bound) in TARGETS.items()}
     return {
         "ratios": ratios,
         "targets": {k: f"{op} {bound}" for k, (op, bound) in TARGETS.items()},
         "targets_met": met,
-        "single_call": {**single, "what": "tokenize + one ONNX Runtime call (default session, every core) + span "
-                                       "extraction, one text, no HTTP"},
+        "context_ratios": context,
+        "single_call": single,
         "variants": variants,
         "setup": {
             "model": manifest["name"], "task": manifest["task"], "quantization": manifest.get("quantization"),

@@ -1,0 +1,54 @@
+"""The serve benchmark's pieces that need no load generator: ratios and targets from measured
+levels, the plot, offline throughput on a (fake) artifact, and wrk result parsing."""
+
+from __future__ import annotations
+
+import pytest
+
+from presso.bench import offline, serve, wrk
+from service.settings import Settings
+
+
+def level(c: int, rps: float, p50: float) -> dict:
+    return {"concurrency": c, "throughput_rps": rps, "p50_ms": p50, "p95_ms": p50 * 2, "p99_ms": p50 * 3,
+            "mean_batch_size": 1.0, "batch_size_le": {"1.0": 5, "2.0": 1, "+Inf": 0}}
+
+
+def fake_variants() -> dict:
+    levels = {"A": [level(c, 100.0 * c ** 0.5, 3.0) for c in serve.LEVELS],
+              "B": [level(c, 100.0, 3.0) for c in serve.LEVELS],
+              "C": [level(c, 10.0, 30.0) for c in serve.LEVELS]}
+    throughput = {"file_order": {"1": 500.0, "4": 600.0}, "length_sorted": {"1": 700.0, "4": 1200.0}}
+    throughput["best"] = {"order": "file_order", "batch_size": 4, "seq_per_s": 600.0, "workers": 2}
+    return {**{k: {"label": k, "levels": v} for k, v in levels.items()}, "D": {"label": "D", "seq_per_s": throughput}}
+
+
+def test_ratios_use_the_exact_keys_and_targets(tmp_path):
+    report = serve.summarize(fake_variants(), {"p50_ms": 2.0}, {"name": "ner", "task": "token-classification"},
+                             Settings(), 15, 3, 1000)
+    assert report["ratios"] == {"A/B@32": pytest.approx(5.66, abs=0.01), "A/C@32": pytest.approx(56.57, abs=0.01),
+                                "A/D@128": pytest.approx(1.886, abs=0.001), "A_p50@1/single": 1.5}
+    assert report["targets_met"] == {"A/B@32": True, "A/C@32": True, "A/D@128": True, "A_p50@1/single": False}
+    assert report["context_ratios"]["A/D_length_sorted@128"] == pytest.approx(0.943, abs=0.001)
+    serve.plot(report, tmp_path / "serve-bench.png")
+    assert (tmp_path / "serve-bench.png").stat().st_size > 10_000
+
+
+def test_offline_references_run_on_an_artifact(fake_models_dir):
+    model = offline.load(fake_models_dir / "fake-ner", intra_op_threads=1)
+    texts = ["john smith lives in paris", "new york", "the day is good"] * 20
+    out = offline.throughput(model, texts, workers=2, seconds_per_size=0.05)
+    assert set(out["file_order"]) == {str(b) for b in offline.BATCH_SIZES}
+    assert out["best"]["seq_per_s"] == max(out["file_order"].values()) > 0
+    merged = offline.best_of(out, out)
+    assert merged["best"] == out["best"]
+    single = offline.best_single_call_ms(fake_models_dir / "fake-ner", texts[:5])
+    assert single["p50_ms"] > 0 and single["intra_op_threads"] in (0, 1)
+
+
+def test_wrk_result_line_is_parsed_or_reported_missing():
+    line = ('WRK_RESULT {"ok": 5, "4xx": 0, "429": 0, "5xx": 0, "requests": 5, "socket_errors": 0, "timeouts": 0, '
+            '"duration_s": 1.0, "p50_ms": 1.0, "p95_ms": 2.0, "p99_ms": 3.0}')
+    assert wrk.result("Running 1s test\n" + line)["ok"] == 5
+    with pytest.raises(RuntimeError):
+        wrk.result("unable to connect")
