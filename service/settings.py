@@ -36,8 +36,9 @@ class Settings(BaseSettings):
     intra_op_threads: int = Field(1, ge=0, description="ONNX Runtime threads per operator; 0 = all cores")
     all_cores_when_idle: bool = Field(True, description="a batch that runs while nothing else runs or waits "
                                       "uses a second session on every core (low latency at low load)")
-    intra_op_spinning: bool = Field(False, description="ONNX Runtime threads busy-wait between operators "
-                                    "(its default; off leaves idle cores to the event loop and the CPU quota)")
+    intra_op_spinning: bool = Field(False, description="intra-op threads of the main session busy-wait between "
+                                    "operators (ONNX Runtime's default; off leaves cores to the event loop; the "
+                                    "all-cores session always spins)")
     # -- long texts --
     ner_window_stride_tokens: int = Field(32, ge=0, description="tokens shared by consecutive NER windows of a "
                                           "text longer than the model's max_seq_len")
