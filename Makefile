@@ -6,7 +6,7 @@ PRESSO := $(VENV)/bin/presso
 PROFILE ?= default
 EXTRAS ?= cpu,compress,bench,test
 
-.PHONY: run install models serve test test-fast test-container autoscale clean
+.PHONY: run install models serve test test-fast test-container autoscale bench-serve clean
 
 run: models serve
 
@@ -42,6 +42,11 @@ test-container: install
 # Autoscaling replay: two replicas + Prometheus + load step; writes reports/autoscale.{json,png}.
 autoscale: models
 	$(PY) -m presso.cli bench autoscale
+
+# Serving benchmark: A/B/C/D at 1-128 clients; writes reports/serve-bench.{json,png} (needs wrk).
+# TORCH_MODEL=<work-dir>/fp32 uses the fine-tuned fp32 checkpoint for baseline C.
+bench-serve: models
+	$(PY) -m presso.cli bench serve $(if $(TORCH_MODEL),--torch-model $(TORCH_MODEL))
 
 clean:
 	rm -rf $(VENV) models
