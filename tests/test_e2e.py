@@ -56,6 +56,11 @@ def test_artifacts_describe_every_stage(built_models):
         assert manifest["summary"]["size_ratio_int8_vs_fp32"] <= 0.30
         assert manifest["export"]["parity_max_abs_logit_diff"] <= 1e-4
         assert manifest["quantization"]["preset"]
+        candidates = {c["candidate"] for c in manifest["quantization"]["candidates"]}
+        assert {"static", "dynamic", "dynamic_per_channel"} <= candidates
+        assert manifest["quantization"]["candidate"] in candidates and manifest["quantization"]["chosen_because"]
+        assert manifest["accuracy_gate"]["passed"] and manifest["accuracy_gate"]["max_drop_points"] > 0
+        assert manifest["pruning"]["recovery"]["distillation"]["alpha"] > 0
         assert len(manifest["model_sha256"]) == 64
         assert manifest["dataset"]["sizes"]["test"] > 0
     ner = json.loads((built_models / "ner" / "manifest.json").read_text())

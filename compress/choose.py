@@ -1,0 +1,92 @@
+"""Choosing the shipped INT8 variant: every candidate is built, scored on validation data, checked
+for batch invariance and timed on one fixed shape; the fastest that keeps accuracy (and, when
+required, batch invariance) ships, and the manifest records every candidate and why.
+
+Candidates (see :mod:`compress.quantize`):
+
+* ``static``: QDQ, u8 activations / s8 per-channel weights, classifier head and pooler fp32;
+* ``static_ffn_output_fp32``: the same with the FFN output projections fp32 too;
+* ``dynamic_per_channel`` / ``dynamic``: dynamic INT8 on the fused graph (ONNX Runtime's
+  recommended path for BERT), per-channel or per-tensor weights, ``reduce_range`` without VNNI.
+  Dynamic INT8 computes activation scales per batch, so it is only eligible when the profile does
+  not require batch invariance.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+from compress.evaluate import TestSet, fixed_shape_latency_ms
+from compress.quantize import HEAD_NODES, FFN_OUTPUT_NODES, quantize_dynamic, quantize_static
+
+log = logging.getLogger(__name__)
+TIMING_SHAPE = (8, 128)  # batch x tokens used to rank candidates by speed
+INVARIANCE_EXAMPLES = 200
+
+
+def choose_int8(fp32_onnx: Path, optimized_onnx: Path | None, fp32_model, output: Path, calibration: list,
+                selection: TestSet, metric: str, max_drop_points: float, require_invariance: bool,
+                work: Path) -> dict:
+    """Build every candidate, keep the fastest eligible one at ``output``.
+
+    Eligible: validation ``metric`` within ``max_drop_points`` of the fp32 ONNX model, and the same
+    predictions alone and batched when ``require_invariance``. If none is eligible, the most
+    accurate batch-invariant (or, without that requirement, any) candidate ships and the accuracy
+    gate decides.
+
+    Returns:
+        The chosen candidate's settings, ``chosen_because``, and every candidate's record.
+    """
+    from service.runtime import OnnxModel
+
+    reference = selection.metrics(selection.predict(fp32_model.run))[metric]
+    builders = [
+        ("static", lambda p: quantize_static(fp32_onnx, p, calibration, exclude_patterns=HEAD_NODES)),
+        ("static_ffn_output_fp32", lambda p: quantize_static(fp32_onnx, p, calibration,
+                                                              exclude_patterns=HEAD_NODES + FFN_OUTPUT_NODES)),
+        ("dynamic_per_channel", lambda p: quantize_dynamic(optimized_onnx or fp32_onnx, p, per_channel=True)),
+        ("dynamic", lambda p: quantize_dynamic(optimized_onnx or fp32_onnx, p, per_channel=False)),
+    ]
+    tried = []
+    for name, build in builders:
+        path = work / f"int8-{name}.onnx"
+        try:
+            settings = build(path)
+        except Exception as exc:  # a quantizer failure rules the candidate out, it does not stop the build
+            log.warning("INT8 candidate %s failed: %s", name, exc)
+            tried.append({"candidate": name, "error": f"{type(exc).__name__}: {exc}"[:500]})
+            continue
+        model = OnnxModel(path)
+        preds = selection.predict(model.run)
+        score = selection.metrics(preds)[metric]
+        n = min(INVARIANCE_EXAMPLES, len(preds))
+        invariance = sum(selection.predict_alone(model.run, i) == preds[i] for i in range(n)) / max(1, n)
+        record = {"candidate": name, f"validation_{metric}": score, "drop_points": round(100 * (reference - score), 2),
+                  "batch_invariance": round(invariance, 4), "size_bytes": path.stat().st_size,
+                  f"p50_ms_{TIMING_SHAPE[0]}x{TIMING_SHAPE[1]}": fixed_shape_latency_ms(model.run, *TIMING_SHAPE)["p50_ms"],
+                  "graph": "fused" if name.startswith("dynamic") and optimized_onnx else "plain",
+                  "settings": settings}
+        record["eligible"] = record["drop_points"] <= max_drop_points and (invariance == 1.0 or not require_invariance)
+        tried.append(record)
+        log.info("INT8 candidate %s: validation %s %.4f (fp32 ONNX %.4f), invariance %.3f, %.1f ms at %s, %s",
+                 name, metric, score, reference, invariance, record[f"p50_ms_{TIMING_SHAPE[0]}x{TIMING_SHAPE[1]}"],
+                 TIMING_SHAPE, "eligible" if record["eligible"] else "not eligible")
+    timing = f"p50_ms_{TIMING_SHAPE[0]}x{TIMING_SHAPE[1]}"
+    built = [t for t in tried if "error" not in t]
+    eligible = [t for t in built if t["eligible"]]
+    if eligible:
+        chosen = min(eligible, key=lambda t: t[timing])
+        reason = (f"fastest at {TIMING_SHAPE[0]}x{TIMING_SHAPE[1]} of the candidates within {max_drop_points} "
+                  f"validation points of fp32 ONNX" + (" and batch-invariant" if require_invariance else ""))
+    else:
+        pool = [t for t in built if t["batch_invariance"] == 1.0 or not require_invariance] or built
+        chosen = max(pool, key=lambda t: t[f"validation_{metric}"])
+        reason = f"no candidate within {max_drop_points} points; most accurate" + (
+            " batch-invariant one" if require_invariance else "")
+    shutil.copy(work / f"int8-{chosen['candidate']}.onnx", output)
+    log.info("INT8: shipping %s (%s)", chosen["candidate"], reason)
+    return {**chosen["settings"], "candidate": chosen["candidate"], "chosen_because": reason,
+            f"validation_{metric}_fp32_onnx": reference, "candidates": tried,
+            "cpu": chosen["settings"]["chosen_because"]}

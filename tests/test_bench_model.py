@@ -1,0 +1,40 @@
+"""The model benchmark's report: summary keys and ratios, markdown table and Pareto plot, from
+synthetic measurements (the real run needs built models)."""
+
+from __future__ import annotations
+
+import pytest
+
+from presso.bench import model as bench_model
+
+
+def variant(size: int, score: float, seq_per_s: float, metric: str) -> dict:
+    shape = {"p50_ms": 10.0, "p95_ms": 12.0, "seq_per_s": seq_per_s}
+    return {"runtime": "onnxruntime", "size_bytes": size, f"test_{metric}": score,
+            "fixed_shapes": {"1x32": shape, "8x128": shape, "32x64": shape},
+            "real_sentences": {"batch_1": {"p50_ms": 2.0}, "batch_32": {"p50_ms": 20.0, "seq_per_s": 1600.0}}}
+
+
+def task(metric: str) -> dict:
+    return {"metric": metric, "shipped_variant": "static", "test_examples": 100, "variants": {
+        "pytorch_fp32": variant(90_000_000, 0.85, 50.0, metric),
+        "pruned_int8_static": variant(20_000_000, 0.842, 210.0, metric),
+        "shipped": variant(20_000_000, 0.842, 210.0, metric)}}
+
+
+def test_summary_has_the_exact_keys_and_ratios(tmp_path):
+    report = {"tasks": {"ner": task("f1"), "sentiment": task("accuracy")}}
+    report["summary"] = bench_model.summarize(report["tasks"])
+    assert report["summary"]["ner_speedup_vs_torch_fp32_8x128"] == 4.2
+    assert report["summary"]["ner_size_ratio"] == pytest.approx(0.2222, abs=1e-4)
+    assert report["summary"]["ner_f1_drop_points"] == 0.8
+    assert report["summary"]["sentiment_accuracy_drop_points"] == 0.8
+    table = bench_model.markdown(report)
+    assert "| shipped | 20.0 | 0.8420 |" in table and "ner_f1_drop_points" in table
+    bench_model.plot(report, tmp_path / "model-bench.png")
+    assert (tmp_path / "model-bench.png").stat().st_size > 10_000
+
+
+def test_missing_work_dir_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="--work-dir"):
+        bench_model.variants(tmp_path / "nowhere", tmp_path / "artifact", "ner")
