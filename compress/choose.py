@@ -28,7 +28,7 @@ INVARIANCE_EXAMPLES = 200
 
 def choose_int8(fp32_onnx: Path, optimized_onnx: Path | None, fp32_model, output: Path, calibration: list,
                 selection: TestSet, metric: str, max_drop_points: float, require_invariance: bool,
-                work: Path) -> dict:
+                work: Path, timing_shape: tuple[int, int] = TIMING_SHAPE) -> dict:
     """Build every candidate, keep the fastest eligible one at ``output``.
 
     Eligible: validation ``metric`` within ``max_drop_points`` of the fp32 ONNX model, and the same
@@ -49,6 +49,7 @@ def choose_int8(fp32_onnx: Path, optimized_onnx: Path | None, fp32_model, output
         ("dynamic_per_channel", lambda p: quantize_dynamic(optimized_onnx or fp32_onnx, p, per_channel=True)),
         ("dynamic", lambda p: quantize_dynamic(optimized_onnx or fp32_onnx, p, per_channel=False)),
     ]
+    timing = f"p50_ms_{timing_shape[0]}x{timing_shape[1]}"
     tried = []
     for name, build in builders:
         path = work / f"int8-{name}.onnx"
@@ -63,22 +64,24 @@ def choose_int8(fp32_onnx: Path, optimized_onnx: Path | None, fp32_model, output
         score = selection.metrics(preds)[metric]
         n = min(INVARIANCE_EXAMPLES, len(preds))
         invariance = sum(selection.predict_alone(model.run, i) == preds[i] for i in range(n)) / max(1, n)
-        record = {"candidate": name, f"validation_{metric}": score, "drop_points": round(100 * (reference - score), 2),
+        score = float(score)
+        record = {"candidate": name, f"validation_{metric}": score,
+                  "drop_points": round(100 * (float(reference) - score), 2),
                   "batch_invariance": round(invariance, 4), "size_bytes": path.stat().st_size,
-                  f"p50_ms_{TIMING_SHAPE[0]}x{TIMING_SHAPE[1]}": fixed_shape_latency_ms(model.run, *TIMING_SHAPE)["p50_ms"],
+                  timing: fixed_shape_latency_ms(model.run, *timing_shape)["p50_ms"],
                   "graph": "fused" if name.startswith("dynamic") and optimized_onnx else "plain",
                   "settings": settings}
-        record["eligible"] = record["drop_points"] <= max_drop_points and (invariance == 1.0 or not require_invariance)
+        record["eligible"] = bool(record["drop_points"] <= max_drop_points
+                                  and (invariance == 1.0 or not require_invariance))
         tried.append(record)
         log.info("INT8 candidate %s: validation %s %.4f (fp32 ONNX %.4f), invariance %.3f, %.1f ms at %s, %s",
-                 name, metric, score, reference, invariance, record[f"p50_ms_{TIMING_SHAPE[0]}x{TIMING_SHAPE[1]}"],
-                 TIMING_SHAPE, "eligible" if record["eligible"] else "not eligible")
-    timing = f"p50_ms_{TIMING_SHAPE[0]}x{TIMING_SHAPE[1]}"
+                 name, metric, score, reference, invariance, record[timing], timing_shape,
+                 "eligible" if record["eligible"] else "not eligible")
     built = [t for t in tried if "error" not in t]
     eligible = [t for t in built if t["eligible"]]
     if eligible:
         chosen = min(eligible, key=lambda t: t[timing])
-        reason = (f"fastest at {TIMING_SHAPE[0]}x{TIMING_SHAPE[1]} of the candidates within {max_drop_points} "
+        reason = (f"fastest at {timing_shape[0]}x{timing_shape[1]} of the candidates within {max_drop_points} "
                   f"validation points of fp32 ONNX" + (" and batch-invariant" if require_invariance else ""))
     else:
         pool = [t for t in built if t["batch_invariance"] == 1.0 or not require_invariance] or built
@@ -88,5 +91,5 @@ def choose_int8(fp32_onnx: Path, optimized_onnx: Path | None, fp32_model, output
     shutil.copy(work / f"int8-{chosen['candidate']}.onnx", output)
     log.info("INT8: shipping %s (%s)", chosen["candidate"], reason)
     return {**chosen["settings"], "candidate": chosen["candidate"], "chosen_because": reason,
-            f"validation_{metric}_fp32_onnx": reference, "candidates": tried,
+            f"validation_{metric}_fp32_onnx": float(reference), "candidates": tried,
             "cpu": chosen["settings"]["chosen_because"]}

@@ -101,8 +101,7 @@ def latency_ms(logits_fn: LogitsFn, test: TestSet, batch_size: int, runs: int) -
 def fixed_shape_latency_ms(logits_fn: LogitsFn, batch_size: int, seq_len: int, runs: int = 10) -> dict:
     """p50/p95 wall time of ``logits_fn`` on int64 inputs ``[batch_size, seq_len]`` of ordinary
     tokens, and sequences per second at the p50."""
-    ids = np.full((batch_size, seq_len), 2000, dtype=np.int64)
-    ids[:, 0], ids[:, -1] = 101, 102
+    ids = np.ones((batch_size, seq_len), dtype=np.int64)  # the token ids do not change the cost
     feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
     logits_fn(feeds)  # warm-up
     times = []

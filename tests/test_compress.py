@@ -183,3 +183,25 @@ def test_dropped_layers_and_uneven_heads_export_fuse_and_match(tiny, tmp_path):
     fused = optimize_graph(onnx_path, tmp_path / "fused.onnx")
     assert fused["library"] == "onnxruntime.transformers.optimizer"
     assert check_parity(OnnxModel(onnx_path).run, OnnxModel(tmp_path / "fused.onnx").run, [padded], atol=1e-3) < 1e-3
+
+
+def test_choose_int8_builds_scores_and_records_every_candidate(tiny, tmp_path):
+    import json
+
+    from compress.choose import choose_int8
+    from compress.data import Splits
+    from compress.evaluate import TestSet
+
+    model, encoder, _ = tiny
+    onnx_path = export_onnx(model, "ner", tmp_path / "model.onnx")
+    examples = [NerExample(t.split(), ["O"] * len(t.split())) for t in TEXTS] * 4
+    selection = TestSet(Splits("ner", "fake", examples, examples, examples, NER_LABELS), encoder, examples)
+    calibration = [pad_batch([e]) for e in encoder.encode(TEXTS)]
+    result = choose_int8(onnx_path, None, OnnxModel(onnx_path), tmp_path / "int8.onnx", calibration, selection,
+                         "f1", max_drop_points=100.0, require_invariance=True, work=tmp_path,
+                         timing_shape=(2, 16))
+    json.dumps(result)  # goes into the manifest as is
+    names = {c["candidate"] for c in result["candidates"]}
+    assert names == {"static", "static_ffn_output_fp32", "dynamic_per_channel", "dynamic"}
+    chosen = next(c for c in result["candidates"] if c["candidate"] == result["candidate"])
+    assert chosen["eligible"] and chosen["batch_invariance"] == 1.0 and (tmp_path / "int8.onnx").exists()
