@@ -93,8 +93,16 @@ def serve(
     from service.settings import Settings
     from service.server import run
 
+    from pydantic import ValidationError
+
     overrides = {k: v for k, v in {"host": host, "port": port, "models_dir": models_dir}.items() if v is not None}
-    run(Settings(**overrides))
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        for error in exc.errors():
+            typer.echo(f"error: PRESSO_{str(error['loc'][0]).upper()}: {error['msg']}", err=True)
+        raise typer.Exit(2)
+    run(settings)
 
 
 @app.command("eval")

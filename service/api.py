@@ -76,8 +76,10 @@ def create_app(settings: Settings, models: dict[str, LoadedModel] | None = None)
                                      infer_alone=_alone(model) if settings.all_cores_when_idle else None)
             batcher.start()
             state.batchers[name] = batcher
-            if settings.warmup:
-                await batcher.submit(model.tokenize(["Presso warms up in Paris."])[0])
+            if settings.warmup:  # both sessions, outside the batcher: metrics start at zero
+                items = model.tokenize(["Presso warms up in Paris."])[0]
+                await asyncio.to_thread(model.infer, items)
+                await asyncio.to_thread(model.infer, items, alone=True)
         state.ready = True
         state.metrics.ready.set(1)
         log.info("ready: %s", {n: m.task for n, m in state.models.items()})
@@ -128,7 +130,7 @@ def create_app(settings: Settings, models: dict[str, LoadedModel] | None = None)
             return
         for i, (item,) in enumerate(sequences):
             if item.encoded.truncated:
-                raise ApiError(422, "text_too_long", f"text is longer than the model's {model.encoder.max_seq_len} "
+                raise ApiError(422, "too_many_tokens", f"text is longer than the model's {model.encoder.max_seq_len} "
                                "tokens and this service refuses to truncate", "body.text" if single
                                else f"body.texts.{i}")
 
@@ -243,10 +245,10 @@ def _tokens(item) -> int:
 
 
 class JsonByDefault:
-    """ASGI middleware: a POST without a JSON content type (``curl -d`` sends a form type) is read
-    as JSON, so the answer is about the body's content rather than its declared type."""
+    """ASGI middleware: a POST without a JSON content type (``curl -d`` sends a form type, some
+    clients text/plain) is read as JSON, so the answer is about the body's content rather than its declared type."""
 
-    LENIENT = (b"", b"application/x-www-form-urlencoded")
+    LENIENT = (b"", b"application/x-www-form-urlencoded", b"text/plain")
 
     def __init__(self, app) -> None:
         self.app = app

@@ -8,12 +8,13 @@ exact. Scale out with more replicas (see deploy/).
 from __future__ import annotations
 
 import logging
+import os
 import signal
 
 import uvicorn
 
 from service.api import create_app
-from service.settings import Settings
+from service.settings import Settings, unknown_variables
 
 
 class _QuietQuantizationLogs(logging.Filter):
@@ -33,10 +34,13 @@ def _drained(signum, _frame) -> None:
 
 def run(settings: Settings) -> None:
     """Serve until SIGTERM/SIGINT; uvicorn then stops accepting, finishes in-flight requests
-    (up to 30 s) and runs the app's shutdown. It re-raises the signal afterwards; the handler
+    (up to ``shutdown_grace_s``) and runs the app's shutdown. It re-raises the signal afterwards; the handler
     installed here turns that into a normal return, so a drained shutdown exits with status 0."""
     configure_logging(settings.log_level)
+    for name in unknown_variables(dict(os.environ)):
+        logging.getLogger(__name__).warning("%s is not a Presso setting and is ignored (see README, Configuration)",
+                                            name)
     signal.signal(signal.SIGTERM, _drained)
     app = create_app(settings)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
-                timeout_graceful_shutdown=30, access_log=False)
+                timeout_graceful_shutdown=settings.shutdown_grace_s, access_log=False)

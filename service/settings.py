@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     max_texts_per_request: int = Field(256, ge=1, description="longest 'texts' list accepted (413 beyond)")
     max_text_chars: int = Field(20_000, ge=1, description="longest text accepted in characters (413 beyond)")
     warmup: bool = Field(True, description="run one inference per model before reporting ready")
+    shutdown_grace_s: float = Field(30.0, gt=0, description="on SIGTERM, longest wait for accepted requests "
+                                    "to finish")
     log_level: str = Field("INFO", description="Python logging level")
 
     def inference_workers(self) -> int:
@@ -58,3 +60,12 @@ class Settings(BaseSettings):
             return self.inference_threads
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         return max(1, cores // self.intra_op_threads) if self.intra_op_threads else 1
+
+
+NOT_SETTINGS = ("PRESSO_PODMAN_DIR", "PRESSO_WRK_")  # used by the project's scripts, not by the service
+
+
+def unknown_variables(environ: dict[str, str]) -> list[str]:
+    """``PRESSO_*`` variables that name no setting (a typo would otherwise be ignored silently)."""
+    known = {f"PRESSO_{name.upper()}" for name in Settings.model_fields}
+    return sorted(k for k in environ if k.startswith("PRESSO_") and k not in known and not k.startswith(NOT_SETTINGS))

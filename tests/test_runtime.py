@@ -87,3 +87,17 @@ def test_inference_workers_default_to_one_per_core_left_by_intra_op_threads(tmp_
     assert Settings(inference_threads=3).inference_workers() == 3
     assert Settings(intra_op_threads=0).inference_workers() == 1
     assert Settings(intra_op_threads=1).inference_workers() >= 1
+
+
+def test_unknown_presso_variables_are_reported_and_bad_values_are_one_line_errors(monkeypatch):
+    from typer.testing import CliRunner
+
+    from presso.cli import app
+    from service.settings import unknown_variables
+
+    assert unknown_variables({"PRESSO_MAX_BATCH": "3", "PRESSO_PORT": "1", "PRESSO_PODMAN_DIR": "/x",
+                              "PRESSO_WRK_TEXTS": "t", "HOME": "/root"}) == ["PRESSO_MAX_BATCH"]
+    monkeypatch.setenv("PRESSO_CLASSIFY_LONG_TEXT", "foo")
+    result = CliRunner().invoke(app, ["serve"])
+    assert result.exit_code == 2 and "PRESSO_CLASSIFY_LONG_TEXT" in result.output
+    assert "Traceback" not in result.output

@@ -115,6 +115,9 @@ def drive(url: str, pid: int, texts_file: Path, duration_s: float, warmup_s: flo
                  "errors": r["5xx"] + r["socket_errors"] + r["timeouts"], "rejected_429": r["429"],
                  "duration_s": r["duration_s"], "server_cpu_cores": round(cpu_s / r["duration_s"], 2),
                  "loadgen_cpu_cores": round(r["loadgen_cpu_s"] / r["duration_s"], 2)}
+        if not r["ok"]:  # wrk reports 0 ms when nothing finished: say "no measurement", not "fast"
+            level.update({"p50_ms": None, "p95_ms": None, "p99_ms": None})
+            print(f"  warning: no request finished at {clients} clients in {duration_s} s", file=sys.stderr)
         if model:
             level.update(_batches_between(before, batch_histogram(url, model)))
         levels.append(level)
@@ -258,7 +261,9 @@ def plot(report: dict, path: Path) -> None:
         xs = [lv["concurrency"] for lv in levels]
         ax[0].plot(xs, [lv["throughput_rps"] for lv in levels], style, label=f"({key}) {v[key]['label']}")
         for pct, dash in (("p50_ms", "-"), ("p95_ms", "--"), ("p99_ms", ":")):
-            ax[1].plot(xs, [lv[pct] for lv in levels], style[0] + dash, label=f"{key} {pct[:3]}")
+            measured = [(x, lv[pct]) for x, lv in zip(xs, levels) if lv[pct] is not None]
+            if measured:
+                ax[1].plot(*zip(*measured), style[0] + dash, label=f"{key} {pct[:3]}")
     best = v["D"]["seq_per_s"]["best"]
     ax[0].axhline(best["seq_per_s"], color="grey", linestyle="--",
                   label=f"(D) offline ONNX Runtime, batch {best['batch_size']}")
