@@ -163,6 +163,8 @@ def group_entities(words: Sequence[Word], text: str) -> list[EntitySpan]:
 
     for word in words:
         prefix, _, etype = word.tag.partition("-")
+        if prefix in ("B", "I") and _pictographic(text[word.start:word.end]):
+            prefix = "O"  # an emoji or flag next to a name is never part of it (the model sees [UNK])
         if prefix == "B" or (prefix == "I" and etype != current_type):
             close()
             current_type = etype
@@ -174,6 +176,13 @@ def group_entities(words: Sequence[Word], text: str) -> list[EntitySpan]:
             current_type = ""
     close()
     return spans
+
+
+def _pictographic(word: str) -> bool:
+    """True for a word made only of "other symbol" characters (emoji, flags, pictographs: Unicode
+    category So) and joiners/variation selectors; punctuation such as the & of AT&T is not."""
+    return bool(word) and all(unicodedata.category(c) in ("So", "Sk", "Mn", "Cf") or c == "\u200d" for c in word) \
+        and any(unicodedata.category(c) == "So" for c in word)
 
 
 def extract_entities(

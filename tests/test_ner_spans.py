@@ -110,3 +110,13 @@ def test_windows_of_a_long_text_give_the_entities_of_one_long_sequence(tmp_path_
     got = group_entities(merge_windows(parts), text)
     assert got == expected
     assert all(text[e.start:e.end] == e.text for e in got)
+
+
+def test_emoji_and_flags_never_join_an_entity():
+    words = [Word("B-PER", 0.9, 0, 4), Word("I-PER", 0.9, 5, 10), Word("I-PER", 0.6, 11, 13),  # flag
+             Word("B-LOC", 0.6, 14, 15), Word("O", 0.9, 15, 16), Word("O", 0.9, 17, 18)]  # 😀 ! x
+    text = "John Smith 🇺🇸 😀! x"
+    got = group_entities(words, text)
+    assert [(e.label, e.text) for e in got] == [("PER", "John Smith")]
+    amp = group_entities([Word("B-ORG", 0.9, 0, 2), Word("I-ORG", 0.9, 2, 3), Word("I-ORG", 0.9, 3, 4)], "AT&T")
+    assert [(e.label, e.text) for e in amp] == [("ORG", "AT&T")]
