@@ -19,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.batching import BatchLimits, BatcherClosed, DeadlineExceeded, DynamicBatcher, InferenceError, Overloaded
-from service.metrics import INFERENCE_ENDPOINTS, Metrics
+from service.metrics import Metrics
 from service.registry import SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION, LoadedModel, load_models
 from service.runtime import onnxruntime_distribution, select_providers
 from service.schemas import (ClassifyBatchResponse, ClassifyResponse, ErrorBody, InferenceRequest,
@@ -121,9 +121,16 @@ def create_app(settings: Settings, models: dict[str, LoadedModel] | None = None)
             raise ApiError(413, "too_many_texts", f"{len(texts)} texts, at most {settings.max_texts_per_request} "
                            "per request", "body.texts")
         for i, text in enumerate(texts):
+            field = "body.text" if single else f"body.texts.{i}"
             if len(text) > settings.max_text_chars:
                 raise ApiError(413, "text_too_long", f"text has {len(text)} characters, at most "
-                               f"{settings.max_text_chars}", "body.text" if single else f"body.texts.{i}")
+                               f"{settings.max_text_chars}", field)
+            if not text.isascii():
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError as exc:  # a lone surrogate, e.g. JSON "\ud800"
+                    raise ApiError(422, "invalid_text", f"text is not valid Unicode: {exc.reason} at "
+                                   f"character {exc.start}", field)
 
     def check_long_texts(model: LoadedModel, sequences: list[list], single: bool) -> None:
         if model.task != SEQUENCE_CLASSIFICATION or settings.classify_long_text != "reject":
@@ -146,6 +153,11 @@ def create_app(settings: Settings, models: dict[str, LoadedModel] | None = None)
             sequences = await asyncio.to_thread(model.tokenize, texts)  # keep the event loop free
         check_long_texts(model, sequences, single)
         flat = [item for windows in sequences for item in windows]
+        tokens = sum(item.tokens for item in flat)
+        if tokens > settings.max_queued_tokens:  # could never be admitted, or would lock others out
+            raise ApiError(413, "too_many_tokens", f"request has {tokens} tokens, at most "
+                           f"{settings.max_queued_tokens} (PRESSO_MAX_QUEUED_TOKENS) per request",
+                           "body.text" if single else "body.texts")
         try:
             partials = await unless_disconnected(request, state.batchers[model.name].submit(flat, deadline))
         except Overloaded as exc:
@@ -169,7 +181,12 @@ def create_app(settings: Settings, models: dict[str, LoadedModel] | None = None)
 
     async def answer(task: str, body: InferenceRequest, request: Request) -> JSONResponse:
         """One text: the result's fields beside ``model``; several: ``results`` in input order."""
-        model, results = await run(task, body, request)
+        inflight = state.metrics.inflight.labels(endpoint=request.url.path)
+        inflight.inc()  # from a parsed body on: a stalled upload is not being served
+        try:
+            model, results = await run(task, body, request)
+        finally:
+            inflight.dec()
         # Built from validated parts: returned as is, without a second validation pass.
         if body.text is not None:
             return JSONResponse({"model": model.name, **results[0]})
@@ -290,8 +307,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 class MetricsMiddleware:
-    """ASGI middleware: request count and latency by endpoint and status, in-flight inference
-    requests. Pure ASGI (no per-request task group, unlike ``BaseHTTPMiddleware``)."""
+    """ASGI middleware: request count and latency by endpoint and status. Pure ASGI (no per-request task group, unlike ``BaseHTTPMiddleware``)."""
 
     KNOWN = {"/ner", "/classify", "/health/live", "/health/ready", "/models", "/metrics"}
 
@@ -305,7 +321,6 @@ class MetricsMiddleware:
         started = time.perf_counter()
         endpoint = scope["path"] if scope["path"] in self.KNOWN else "other"
         status = 500
-        inflight = self.metrics.inflight.labels(endpoint=endpoint) if endpoint in INFERENCE_ENDPOINTS else None
 
         async def send_and_observe(message):
             nonlocal status
@@ -313,13 +328,9 @@ class MetricsMiddleware:
                 status = message["status"]
             await send(message)
 
-        if inflight:
-            inflight.inc()
         try:
             await self.app(scope, receive, send_and_observe)
         finally:
-            if inflight:
-                inflight.dec()
             self.metrics.requests.labels(endpoint=endpoint, status=str(status)).inc()
             self.metrics.request_latency.labels(endpoint=endpoint, status=str(status)).observe(
                 time.perf_counter() - started)

@@ -153,9 +153,10 @@ def group_entities(words: Sequence[Word], text: str) -> list[EntitySpan]:
     def close() -> None:
         if current:
             start, end = current[0].start, current[-1].end
-            # Uncased tokenizers strip accents, so a trailing combining mark (e.g. U+0301) falls
+            # Uncased tokenizers strip accents and other marks, so a trailing mark (U+0301, a
+            # variation selector U+FE0F, a Devanagari vowel sign) falls
             # outside the last token's offsets; keep it with its base character.
-            while end < len(text) and unicodedata.combining(text[end]):
+            while end < len(text) and unicodedata.category(text[end]).startswith("M"):
                 end += 1
             score = sum(w.score for w in current) / len(current)
             spans.append(EntitySpan(current_type, text[start:end], start, end, score))

@@ -156,3 +156,14 @@ def test_texts_of_a_client_that_disconnected_are_dropped_before_inference(fake_m
         metrics = c.get("/metrics").text
     assert "gone before inference" not in seen and "john" in seen
     assert 'presso_queue_depth{model="fake-ner"} 0.0' in metrics
+
+
+def test_lone_surrogates_and_requests_over_the_token_bound_get_clear_4xx(fake_models_dir):
+    with serve(fake_models_dir, max_queued_tokens=50) as server, httpx.Client(base_url=server.url) as c:
+        r = c.post("/ner", content=b'{"texts": ["paris", "paris \\ud800 london"]}',
+                   headers={"content-type": "application/json"})
+        assert r.status_code == 422 and r.json() == {"error": "invalid_text", "field": "body.texts.1",
+                                                     "message": r.json()["message"]}
+        r = c.post("/ner", json={"texts": ["john smith lives in paris"] * 10})  # 70 tokens > 50
+        assert r.status_code == 413 and r.json()["error"] == "too_many_tokens"
+        assert c.post("/ner", json={"text": "john smith lives in paris"}).status_code == 200  # still serving

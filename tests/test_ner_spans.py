@@ -120,3 +120,10 @@ def test_emoji_and_flags_never_join_an_entity():
     assert [(e.label, e.text) for e in got] == [("PER", "John Smith")]
     amp = group_entities([Word("B-ORG", 0.9, 0, 2), Word("I-ORG", 0.9, 2, 3), Word("I-ORG", 0.9, 3, 4)], "AT&T")
     assert [(e.label, e.text) for e in amp] == [("ORG", "AT&T")]
+
+
+def test_entity_keeps_trailing_marks_of_any_combining_class():
+    for mark in ("\u0301", "\ufe0f", "\u0947"):
+        text = f"Paris{mark} today"
+        got = group_entities([Word("B-LOC", 0.9, 0, 5), Word("O", 0.9, 7, 12)], text)
+        assert got[0].text == f"Paris{mark}" and got[0].end == 6
