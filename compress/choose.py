@@ -6,6 +6,7 @@ Candidates (see :mod:`compress.quantize`):
 
 * ``static``: QDQ, u8 activations / s8 per-channel weights, classifier head and pooler fp32;
 * ``static_ffn_output_fp32``: the same with the FFN output projections fp32 too;
+* ``static_ffn_fp32``: with both FFN projections fp32 (attention INT8): the most faithful, largest;
 * ``dynamic_per_channel`` / ``dynamic``: dynamic INT8 on the fused graph (ONNX Runtime's
   recommended path for BERT), per-channel or per-tensor weights, ``reduce_range`` without VNNI.
   Dynamic INT8 computes activation scales per batch, so it is only eligible when the profile does
@@ -18,8 +19,8 @@ import logging
 import shutil
 from pathlib import Path
 
-from compress.evaluate import TestSet, fixed_shape_latency_ms
-from compress.quantize import HEAD_NODES, FFN_OUTPUT_NODES, quantize_dynamic, quantize_static
+from compress.evaluate import TestSet, agreement, fixed_shape_latency_ms
+from compress.quantize import FFN_NODES, FFN_OUTPUT_NODES, HEAD_NODES, quantize_dynamic, quantize_static
 
 log = logging.getLogger(__name__)
 TIMING_SHAPE = (8, 128)  # batch x tokens used to rank candidates by speed
@@ -28,11 +29,13 @@ INVARIANCE_EXAMPLES = 200
 
 def choose_int8(fp32_onnx: Path, optimized_onnx: Path | None, fp32_model, output: Path, calibration: list,
                 selection: TestSet, metric: str, max_drop_points: float, require_invariance: bool,
-                work: Path, timing_shape: tuple[int, int] = TIMING_SHAPE) -> dict:
+                work: Path, timing_shape: tuple[int, int] = TIMING_SHAPE, min_agreement: float = 0.0) -> dict:
     """Build every candidate, keep the fastest eligible one at ``output``.
 
-    Eligible: validation ``metric`` within ``max_drop_points`` of the fp32 ONNX model, and the same
-    predictions alone and batched when ``require_invariance``. If none is eligible, the most
+    Eligible: validation ``metric`` within ``max_drop_points`` of the fp32 ONNX model, predictions
+    equal to the fp32 ONNX model's on at least ``min_agreement`` of validation words / texts (the
+    accuracy gate's check, so the shipped variant is one that can pass it), and the same predictions
+    alone and batched when ``require_invariance``. If none is eligible, the most
     accurate batch-invariant (or, without that requirement, any) candidate ships and the accuracy
     gate decides.
 
@@ -41,11 +44,14 @@ def choose_int8(fp32_onnx: Path, optimized_onnx: Path | None, fp32_model, output
     """
     from service.runtime import OnnxModel
 
-    reference = selection.metrics(selection.predict(fp32_model.run))[metric]
+    reference_preds = selection.predict(fp32_model.run)
+    reference = selection.metrics(reference_preds)[metric]
     builders = [
         ("static", lambda p: quantize_static(fp32_onnx, p, calibration, exclude_patterns=HEAD_NODES)),
         ("static_ffn_output_fp32", lambda p: quantize_static(fp32_onnx, p, calibration,
                                                               exclude_patterns=HEAD_NODES + FFN_OUTPUT_NODES)),
+        ("static_ffn_fp32", lambda p: quantize_static(fp32_onnx, p, calibration,
+                                                       exclude_patterns=HEAD_NODES + FFN_NODES)),
         ("dynamic_per_channel", lambda p: quantize_dynamic(optimized_onnx or fp32_onnx, p, per_channel=True)),
         ("dynamic", lambda p: quantize_dynamic(optimized_onnx or fp32_onnx, p, per_channel=False)),
     ]
@@ -71,7 +77,9 @@ def choose_int8(fp32_onnx: Path, optimized_onnx: Path | None, fp32_model, output
                   timing: fixed_shape_latency_ms(model.run, *timing_shape)["p50_ms"],
                   "graph": "fused" if name.startswith("dynamic") and optimized_onnx else "plain",
                   "settings": settings}
+        record["agreement_with_fp32"] = agreement(reference_preds, preds)
         record["eligible"] = bool(record["drop_points"] <= max_drop_points
+                                  and record["agreement_with_fp32"] >= min_agreement
                                   and (invariance == 1.0 or not require_invariance))
         tried.append(record)
         log.info("INT8 candidate %s: validation %s %.4f (fp32 ONNX %.4f), invariance %.3f, %.1f ms at %s, %s",
@@ -82,12 +90,13 @@ def choose_int8(fp32_onnx: Path, optimized_onnx: Path | None, fp32_model, output
     if eligible:
         chosen = min(eligible, key=lambda t: t[timing])
         reason = (f"fastest at {timing_shape[0]}x{timing_shape[1]} of the candidates within {max_drop_points} "
-                  f"validation points of fp32 ONNX" + (" and batch-invariant" if require_invariance else ""))
+                  f"validation points of fp32 ONNX, agreeing on >= {min_agreement:.0%} of its predictions"
+                  + (" and batch-invariant" if require_invariance else ""))
     else:
         pool = [t for t in built if t["batch_invariance"] == 1.0 or not require_invariance] or built
-        chosen = max(pool, key=lambda t: t[f"validation_{metric}"])
-        reason = f"no candidate within {max_drop_points} points; most accurate" + (
-            " batch-invariant one" if require_invariance else "")
+        chosen = max(pool, key=lambda t: (t["agreement_with_fp32"], t[f"validation_{metric}"]))
+        reason = "no eligible candidate; the most faithful to fp32 ONNX" + (
+            " of the batch-invariant ones" if require_invariance else "")
     shutil.copy(work / f"int8-{chosen['candidate']}.onnx", output)
     log.info("INT8: shipping %s (%s)", chosen["candidate"], reason)
     return {**chosen["settings"], "candidate": chosen["candidate"], "chosen_because": reason,

@@ -184,7 +184,8 @@ class Build:
         selection = TestSet(self.splits, self.encoder, self.validation[: self.profile.selection_examples])
         quantization = self.clock.run("quantize", choose_int8, fp32_onnx, optimized, onnx_fp32, int8_path,
                                       calibration, selection, self.metric, self.profile.int8_max_drop_points,
-                                      self.profile.require_batch_invariance, self.work)
+                                      self.profile.require_batch_invariance, self.work,
+                                      min_agreement=self.profile.min_int8_agreement)
         self.evaluate("int8", "onnxruntime", OnnxModel(int8_path).run, int8_path.stat().st_size)
         return int8_path, quantization
 

@@ -202,6 +202,6 @@ def test_choose_int8_builds_scores_and_records_every_candidate(tiny, tmp_path):
                          timing_shape=(2, 16))
     json.dumps(result)  # goes into the manifest as is
     names = {c["candidate"] for c in result["candidates"]}
-    assert names == {"static", "static_ffn_output_fp32", "dynamic_per_channel", "dynamic"}
+    assert names == {"static", "static_ffn_output_fp32", "static_ffn_fp32", "dynamic_per_channel", "dynamic"}
     chosen = next(c for c in result["candidates"] if c["candidate"] == result["candidate"])
     assert chosen["eligible"] and chosen["batch_invariance"] == 1.0 and (tmp_path / "int8.onnx").exists()
