@@ -54,7 +54,7 @@ def check_gate(stages: dict[str, dict], metric: str, max_drop_points: float, min
                          "message": f"INT8 agrees with its fp32 source on {agreement:.2%} of test predictions, "
                                     f"fewer than {min_int8_agreement:.0%} (stage int8, INT8 quantization)"})
     message = "; ".join(f["message"] for f in failures) or (
-        f"passed: test {metric} -{drop:.2f} points (bound {max_drop_points}), INT8 agreement {agreement:.2%} "
+        f"passed: test {metric} {-drop:+.2f} points vs fp32 (bound -{max_drop_points}), INT8 agreement {agreement:.2%} "
         f"(bound {min_int8_agreement:.0%})")
     return {"passed": not failures, "metric": metric, "drop_points": drop, "max_drop_points": max_drop_points,
             "int8_agreement_with_fp32": agreement, "min_int8_agreement": min_int8_agreement,
