@@ -6,7 +6,7 @@ PRESSO := $(VENV)/bin/presso
 PROFILE ?= default
 EXTRAS ?= cpu,compress,bench,test
 
-.PHONY: run install models serve test test-fast test-container autoscale bench-serve clean
+.PHONY: run install models serve test test-fast test-container autoscale bench-serve bench-model clean
 
 run: models serve
 
@@ -47,6 +47,13 @@ autoscale: models
 # TORCH_MODEL=<work-dir>/fp32 uses the fine-tuned fp32 checkpoint for baseline C.
 bench-serve: models
 	$(PY) -m presso.cli bench serve $(if $(TORCH_MODEL),--torch-model $(TORCH_MODEL))
+
+# Compression benchmark: every stage of both models; writes reports/model-bench.{json,md,png}.
+# Builds with --work-dir work/<task> (the benchmark needs the intermediate checkpoints).
+bench-model: install
+	test -d work/ner/fp32 || $(PY) -m presso.cli build ner --work-dir work/ner
+	test -d work/sentiment/fp32 || $(PY) -m presso.cli build sentiment --work-dir work/sentiment
+	$(PY) -m presso.cli bench model
 
 clean:
 	rm -rf $(VENV) models
