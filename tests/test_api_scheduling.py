@@ -167,3 +167,11 @@ def test_lone_surrogates_and_requests_over_the_token_bound_get_clear_4xx(fake_mo
         r = c.post("/ner", json={"texts": ["john smith lives in paris"] * 10})  # 70 tokens > 50
         assert r.status_code == 413 and r.json()["error"] == "too_many_tokens"
         assert c.post("/ner", json={"text": "john smith lives in paris"}).status_code == 200  # still serving
+
+
+def test_a_huge_list_of_non_strings_is_refused_without_stalling_the_event_loop(fake_models_dir):
+    body = b'{"texts": [' + b",".join([b"1"] * 300_000) + b"]}"
+    with serve(fake_models_dir, warmup=False) as server, httpx.Client(base_url=server.url, timeout=30) as c:
+        r = c.post("/classify", content=body, headers={"content-type": "application/json"})
+    # one error at the hard limit (validation stops there), not 300,000 item errors answered 422
+    assert r.status_code == 413 and r.json()["error"] == "too_many_texts" and r.json()["field"] == "body.texts"
