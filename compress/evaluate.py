@@ -83,19 +83,23 @@ def agreement(a: list, b: list) -> float:
     return round(sum(x == y for x, y in zip(flat_a, flat_b)) / max(1, len(flat_a)), 5)
 
 
-def latency_ms(logits_fn: LogitsFn, test: TestSet, batch_size: int, runs: int) -> dict:
-    """p50/p95 wall time of one ``logits_fn`` call on real test texts, tokenization excluded."""
-    batch = test.padded(range(min(batch_size, len(test.encoded))))
-    logits_fn(batch)  # warm-up
+def _timed_ms(logits_fn: LogitsFn, batch: dict[str, np.ndarray], runs: int) -> tuple[float, float]:
+    """(p50, p95) milliseconds of ``runs`` calls of ``logits_fn(batch)`` after one warm-up call."""
+    logits_fn(batch)
     times = []
     for _ in range(runs):
         t0 = time.perf_counter()
         logits_fn(batch)
         times.append((time.perf_counter() - t0) * 1000.0)
     times.sort()
-    return {"p50_ms": round(statistics.median(times), 3),
-            "p95_ms": round(times[min(len(times) - 1, int(0.95 * len(times)))], 3),
-            "seq_len": int(batch["input_ids"].shape[1])}
+    return statistics.median(times), times[min(len(times) - 1, int(0.95 * len(times)))]
+
+
+def latency_ms(logits_fn: LogitsFn, test: TestSet, batch_size: int, runs: int) -> dict:
+    """p50/p95 wall time of one ``logits_fn`` call on real test texts, tokenization excluded."""
+    batch = test.padded(range(min(batch_size, len(test.encoded))))
+    p50, p95 = _timed_ms(logits_fn, batch, runs)
+    return {"p50_ms": round(p50, 3), "p95_ms": round(p95, 3), "seq_len": int(batch["input_ids"].shape[1])}
 
 
 def fixed_shape_latency_ms(logits_fn: LogitsFn, batch_size: int, seq_len: int, runs: int = 10) -> dict:
@@ -103,16 +107,8 @@ def fixed_shape_latency_ms(logits_fn: LogitsFn, batch_size: int, seq_len: int, r
     tokens, and sequences per second at the p50."""
     ids = np.ones((batch_size, seq_len), dtype=np.int64)  # the token ids do not change the cost
     feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
-    logits_fn(feeds)  # warm-up
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        logits_fn(feeds)
-        times.append((time.perf_counter() - t0) * 1000.0)
-    times.sort()
-    p50 = statistics.median(times)
-    return {"p50_ms": round(p50, 3), "p95_ms": round(times[min(len(times) - 1, int(0.95 * len(times)))], 3),
-            "seq_per_s": round(batch_size / (p50 / 1000.0), 1)}
+    p50, p95 = _timed_ms(logits_fn, feeds, runs)
+    return {"p50_ms": round(p50, 3), "p95_ms": round(p95, 3), "seq_per_s": round(batch_size / (p50 / 1000.0), 1)}
 
 
 def batch_invariance(logits_fn: LogitsFn, test: TestSet, preds: list, n: int) -> float:

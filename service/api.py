@@ -279,10 +279,6 @@ class JsonByDefault:
         await self.app(scope, receive, send)
 
 
-def settings_limit(request: Request) -> int:
-    return request.app.state.presso.settings.max_texts_per_request
-
-
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(_request: Request, exc: ApiError):
@@ -294,7 +290,7 @@ def install_error_handlers(app: FastAPI) -> None:
         first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request", "type": "invalid"}
         field = ".".join(str(p) for p in first.get("loc", ()))
         if first.get("type") == "too_long" and tuple(first.get("loc", ()))[:2] == ("body", "texts"):
-            return error_response(413, "too_many_texts", f"more than {settings_limit(_request)} texts per request",
+            return error_response(413, "too_many_texts", f"more than {app.state.presso.settings.max_texts_per_request} texts per request",
                                   "body.texts")
         if first.get("type") == "json_invalid":
             return error_response(400, "invalid_json", f"request body is not valid JSON: {first.get('msg')}", "body")

@@ -101,3 +101,15 @@ def write_artifact(root: Path, name: str, kind: str, max_seq_len: int = 32) -> P
     }
     (d / "manifest.json").write_text(json.dumps(manifest))
     return d
+
+
+def tiny_bert(num_hidden_layers: int = 3, num_attention_heads: int = 4, intermediate_size: int = 64, seed: int = 0):
+    """A small random ``BertForTokenClassification`` over :data:`VOCAB` (needs torch + transformers)."""
+    import torch
+    import transformers
+
+    torch.manual_seed(seed)
+    config = transformers.BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=num_hidden_layers,
+                                     num_attention_heads=num_attention_heads, intermediate_size=intermediate_size,
+                                     max_position_embeddings=64, num_labels=len(NER_LABELS))
+    return transformers.BertForTokenClassification(config).eval()

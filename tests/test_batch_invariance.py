@@ -22,18 +22,15 @@ from compress.export import export_onnx  # noqa: E402
 from service.batching import BatchLimits, DynamicBatcher  # noqa: E402
 from service.encoding import pad_batch  # noqa: E402
 from service.registry import LoadedModel  # noqa: E402
-from tests.fakes import NER_LABELS, VOCAB, WORDS, write_tokenizer  # noqa: E402
+from tests.fakes import NER_LABELS, WORDS, write_tokenizer  # noqa: E402
+from tests.fakes import tiny_bert as random_tiny_bert  # noqa: E402
 
 MAX_SEQ_LEN = 16  # small, so long texts become several windows
 
 
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory) -> LoadedModel:
-    torch.manual_seed(0)
-    config = transformers.BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2,
-                                     num_attention_heads=4, intermediate_size=64, max_position_embeddings=64,
-                                     num_labels=len(NER_LABELS))
-    model = transformers.BertForTokenClassification(config).eval()
+    model = random_tiny_bert(num_hidden_layers=2)
     d = tmp_path_factory.mktemp("tiny-bert")
     write_tokenizer(d / "tokenizer.json")
     export_onnx(model, "ner", d / "model.onnx")

@@ -16,18 +16,14 @@ from compress.train import as_numpy_logits, ner_features  # noqa: E402
 from compress.data import NerExample  # noqa: E402
 from service.encoding import TextEncoder, pad_batch  # noqa: E402
 from service.runtime import OnnxModel  # noqa: E402
-from tests.fakes import NER_LABELS, VOCAB, write_tokenizer  # noqa: E402
+from tests.fakes import NER_LABELS, tiny_bert, write_tokenizer  # noqa: E402
 
 TEXTS = ["john smith lives in paris .", "new york", "the day is good , jack smiths !", "a", "paris paris paris"]
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    torch.manual_seed(0)
-    config = transformers.BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=3,
-                                     num_attention_heads=4, intermediate_size=64, max_position_embeddings=64,
-                                     num_labels=len(NER_LABELS))
-    model = transformers.BertForTokenClassification(config).eval()
+    model = tiny_bert()
     d = tmp_path_factory.mktemp("tiny")
     encoder = TextEncoder(write_tokenizer(d / "tokenizer.json"), 32)
     return model, encoder, d
@@ -114,9 +110,7 @@ def test_fine_tune_runs_the_trainer_with_early_stopping_metrics(tiny, tmp_path):
 
     _, _, d = tiny
     tokenizer = transformers.BertTokenizerFast(tokenizer_file=str(d / "tokenizer.json"))
-    config = transformers.BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                     intermediate_size=32, num_labels=len(NER_LABELS))
-    model = transformers.BertForTokenClassification(config)
+    model = tiny_bert(num_hidden_layers=1, num_attention_heads=2, intermediate_size=32).train()
     examples = [NerExample(["jacksville", "is", "good"], ["B-LOC", "O", "O"]),
                 NerExample(["john", "smith", "lives", "in", "paris"], ["B-PER", "I-PER", "O", "O", "B-LOC"])] * 8
     splits = Splits("ner", "fake", examples, examples[:4], examples[:4], NER_LABELS)
@@ -167,11 +161,7 @@ def test_dropped_layers_and_uneven_heads_export_fuse_and_match(tiny, tmp_path):
     from compress.quantize import optimize_graph
 
     _, encoder, _ = tiny
-    torch.manual_seed(0)
-    config = transformers.BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=3,
-                                     num_attention_heads=4, intermediate_size=64, max_position_embeddings=64,
-                                     num_labels=len(NER_LABELS))
-    model = transformers.BertForTokenClassification(config).eval()  # unpruned: scoring needs even heads
+    model = tiny_bert()  # unpruned: scoring needs even heads
     assert layers_to_drop(torch.tensor([[3.0, 3.0], [1.0, 0.5], [2.0, 2.0]]), 1) == [1]
     assert layers_to_drop(torch.ones(2, 2), 5) == [0]  # one layer always stays
     record = prune_model(model, labelled_batches(encoder), head_ratio=0.25, ffn_ratio=0.5, n_layers=1)
