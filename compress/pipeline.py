@@ -81,12 +81,13 @@ class Build:
     """One build's state: data, work directory, stage records and timings; the stages are methods
     called in order by :func:`build`."""
 
-    def __init__(self, splits: Splits, name: str, profile: Profile, work: Path) -> None:
+    def __init__(self, splits: Splits, name: str, profile: Profile, work: Path, reuse_fine_tuned: bool = False) -> None:
         from transformers import AutoTokenizer
 
         from service.encoding import TextEncoder
 
         self.splits, self.name, self.profile, self.work = splits, name, profile, work
+        self.reuse_fine_tuned = reuse_fine_tuned
         self.task, self.metric = splits.task, primary_metric(splits.task)
         self.main_process = int(os.environ.get("RANK", "0")) == 0
         self.clock = Stopwatch()
@@ -122,12 +123,27 @@ class Build:
                  record["latency_ms"]["batch_8"]["p50_ms"])
 
     def fine_tune(self):
-        model = load_model(self.task, self.base["path"], self.splits.labels)
-        model, self.histories["fine_tune"] = self.clock.run(
-            "fine_tune", fine_tune, model, self.tokenizer, self.splits, self.profile, self.work,
-            self.profile.epochs[self.task], self.train, self.validation, "fine_tune")
-        if self.main_process:
-            model.save_pretrained(self.work / "fp32")
+        """The fp32 fine-tuned model (the teacher and the gate's reference); with ``reuse_fine_tuned``
+        an earlier build's ``work/fp32`` checkpoint with the same labels is loaded instead of trained.
+
+        Raises:
+            ValueError: the reused checkpoint's labels differ from the dataset's.
+        """
+        checkpoint = self.work / "fp32"
+        if self.reuse_fine_tuned and (checkpoint / "config.json").is_file():
+            model = load_model(self.task, checkpoint)
+            labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+            if labels != list(self.splits.labels):
+                raise ValueError(f"{checkpoint} was fine-tuned for labels {labels}, not {self.splits.labels}")
+            log.info("stage fine_tune: reusing %s", checkpoint)
+            self.histories["fine_tune"] = {"reused_checkpoint": str(checkpoint)}
+        else:
+            model = load_model(self.task, self.base["path"], self.splits.labels)
+            model, self.histories["fine_tune"] = self.clock.run(
+                "fine_tune", fine_tune, model, self.tokenizer, self.splits, self.profile, self.work,
+                self.profile.epochs[self.task], self.train, self.validation, "fine_tune")
+            if self.main_process:
+                model.save_pretrained(checkpoint)
         self.evaluate("fp32", "pytorch", as_numpy_logits(model), dir_bytes(self.work / "fp32", "*.safetensors"))
         return model
 
@@ -207,6 +223,7 @@ class Build:
             "profile": self.profile.model_dump(),
             "metric": metric,
             "stages": {s["stage"]: {k: v for k, v in s.items() if k != "stage"} for s in self.stages},
+            "fine_tune_reused_from": self.histories["fine_tune"].get("reused_checkpoint"),
             "summary": {
                 f"test_{metric}_fp32": first["metrics"][metric],
                 f"test_{metric}_int8": final["metrics"][metric],
@@ -225,8 +242,12 @@ class Build:
         }
 
 
-def build(splits: Splits, name: str, models_dir: Path, profile: Profile, work_dir: Path | None = None) -> dict:
+def build(splits: Splits, name: str, models_dir: Path, profile: Profile, work_dir: Path | None = None,
+          reuse_fine_tuned: bool = False) -> dict:
     """Run every stage and write ``models_dir/name``; returns the manifest.
+
+    ``reuse_fine_tuned`` (needs ``work_dir``) starts from that directory's fp32 checkpoint when an
+    earlier build left one, so compression settings can be iterated without fine-tuning again.
 
     Intermediate checkpoints (``fp32/``, ``pruned/``), the fp32 ONNX models and every INT8
     candidate go to ``work_dir`` (kept) or a temporary directory (deleted).
@@ -243,7 +264,7 @@ def build(splits: Splits, name: str, models_dir: Path, profile: Profile, work_di
     keep = work_dir is not None
     work = Path(work_dir) if keep else Path(tempfile.mkdtemp(prefix=f"presso-{name}-"))
     try:
-        b = Build(splits, name, profile, work)
+        b = Build(splits, name, profile, work, reuse_fine_tuned and keep)
         model = b.fine_tune()
         model, pruning = b.prune(model)
         if not b.main_process:  # under torchrun / accelerate, rank 0 exports, quantizes and writes

@@ -8,7 +8,11 @@ Importance scores, accumulated over training batches:
 * FFN neurons: first-order Taylor score |sum a * dL/da| of each intermediate activation
   (Molchanov et al. 2017, "Pruning Convolutional Neural Networks for Resource Efficient Inference").
 
-Whole layers (optional) go first, least total head importance first. Heads are removed globally by rank (uneven counts per layer, at least one head kept per layer,
+* Whole encoder layers (optional, removed first): the rise of the training loss when the layer is
+  skipped, one layer at a time (layer ablation as in Sajjad et al. 2022, "On the Effect of Dropping
+  Layers of Pre-trained Transformer Models"; the layers whose absence costs least go).
+
+Heads are removed globally by rank (uneven counts per layer, at least one head kept per layer,
 recorded in ``config.pruned_heads`` so ``from_pretrained`` reloads the model); FFN neurons are
 removed per layer to one common width (``config.intermediate_size`` holds one number).
 """
@@ -21,6 +25,7 @@ from typing import Iterable
 import torch
 
 log = logging.getLogger(__name__)
+LAYER_SCORING_BATCHES = 16  # forward passes only; enough to rank six layers stably
 
 
 def encoder_layers(model) -> list:
@@ -97,11 +102,33 @@ def prune_ffn(model, ffn_importance: list[torch.Tensor], ratio: float) -> int:
     return keep
 
 
-def layers_to_drop(head_importance: torch.Tensor, n: int) -> list[int]:
-    """The ``n`` layers with the least total head importance (``[num_layers, num_heads]``), sorted;
-    at least one layer is kept."""
-    n = min(n, head_importance.shape[0] - 1)
-    return sorted(head_importance.sum(dim=1).argsort()[:n].tolist()) if n > 0 else []
+def layer_importance(model, batches: Iterable[dict]) -> torch.Tensor:
+    """Mean training-loss increase when each encoder layer is skipped alone (``[num_layers]``)."""
+    encoder = model.base_model.encoder
+    layers = encoder.layer
+    batches = list(batches)
+    model.train(False)
+
+    def loss() -> float:
+        with torch.no_grad():
+            return sum(float(model(**b).loss) for b in batches) / max(1, len(batches))
+
+    try:
+        base = loss()
+        scores = []
+        for skip in range(len(layers)):
+            encoder.layer = torch.nn.ModuleList(l for i, l in enumerate(layers) if i != skip)
+            scores.append(loss() - base)
+    finally:
+        encoder.layer = layers
+    return torch.tensor(scores)
+
+
+def layers_to_drop(importance: torch.Tensor, n: int) -> list[int]:
+    """The ``n`` least important layers (``importance``: ``[num_layers]``), sorted; at least one
+    layer is kept."""
+    n = min(n, importance.shape[0] - 1)
+    return sorted(importance.argsort()[:n].tolist()) if n > 0 else []
 
 
 def drop_layers(model, layers: list[int]) -> None:
@@ -122,12 +149,11 @@ def prune_model(model, batches: Iterable[dict], head_ratio: float, ffn_ratio: fl
     """
     params_before = sum(p.numel() for p in model.parameters())
     width_before = model.config.intermediate_size
+    batches = list(batches)
+    layer_scores = layer_importance(model, batches[:LAYER_SCORING_BATCHES]) if n_layers else None
+    dropped = layers_to_drop(layer_scores, n_layers) if n_layers else []
+    drop_layers(model, dropped)  # heads and neurons are then scored in the model that remains
     head_importance, ffn_importance = importance_scores(model, batches)
-    dropped = layers_to_drop(head_importance, n_layers)
-    if dropped:
-        kept = [i for i in range(head_importance.shape[0]) if i not in dropped]
-        drop_layers(model, dropped)
-        head_importance, ffn_importance = head_importance[kept], [ffn_importance[i] for i in kept]
     heads = heads_to_prune(head_importance, head_ratio)
     if heads:
         model.prune_heads(heads)
@@ -138,8 +164,10 @@ def prune_model(model, batches: Iterable[dict], head_ratio: float, ffn_ratio: fl
              sum(len(v) for v in heads.values()), heads_per_layer, width_before, width_after,
              params_before, params_after)
     return {
-        "method": "head importance (Michel et al. 2019) + FFN first-order Taylor (Molchanov et al. 2017)",
+        "method": "layer ablation loss (Sajjad et al. 2022) + head importance (Michel et al. 2019) + FFN "
+                  "first-order Taylor (Molchanov et al. 2017)",
         "layers_dropped": dropped,
+        "layer_importance_loss_increase": None if layer_scores is None else [round(float(x), 5) for x in layer_scores],
         "head_ratio": head_ratio,
         "ffn_ratio": ffn_ratio,
         "pruned_heads": {str(k): v for k, v in heads.items()},

@@ -24,7 +24,7 @@ class Task(str, Enum):
 
 
 def _logging(level: str = "INFO") -> None:
-    from service.server import configure_logging
+    from service.logs import configure_logging
 
     configure_logging(level)
 
@@ -42,6 +42,8 @@ def build(
     if_missing: bool = typer.Option(False, "--if-missing", help="skip when the artifact already exists"),
     work_dir: Optional[Path] = typer.Option(None, help="keep checkpoints, fp32 ONNX models and INT8 candidates "
                                             "here (presso bench model reads them)"),
+    reuse_fine_tuned: bool = typer.Option(False, "--reuse-fine-tuned", help="start from --work-dir's fp32 "
+                                          "checkpoint of an earlier build instead of fine-tuning again"),
 ) -> None:
     """Fine-tune, prune, export, quantize and evaluate a model, and write models/<name>/.
 
@@ -58,6 +60,8 @@ def build(
         raise typer.BadParameter("give either a built-in dataset (ner, sentiment) or --task with your files")
     if task is not None and not (train and validation and test):
         raise typer.BadParameter("--task needs --train, --validation and --test", param_hint="--task")
+    if reuse_fine_tuned and work_dir is None:
+        raise typer.BadParameter("--reuse-fine-tuned needs --work-dir", param_hint="--reuse-fine-tuned")
     name = name or (dataset.value if dataset else task.value)
     if if_missing and (models_dir / name / "manifest.json").exists():
         typer.echo(f"{models_dir / name} exists; skipping")
@@ -75,7 +79,7 @@ def build(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
     try:
-        manifest = run_build(splits, name, models_dir, PROFILES[profile], work_dir)
+        manifest = run_build(splits, name, models_dir, PROFILES[profile], work_dir, reuse_fine_tuned)
     except AccuracyGateError as exc:
         typer.echo(f"error: accuracy gate failed, {name} not installed: {exc}\nreport: {exc.report['report_path']}",
                    err=True)

@@ -20,8 +20,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.batching import BatchLimits, BatcherClosed, DeadlineExceeded, DynamicBatcher, InferenceError, Overloaded
 from service.metrics import Metrics
-from service.registry import SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION, LoadedModel, load_models
-from service.runtime import onnxruntime_distribution, select_providers
+from service.middleware import ApiKeys, BodyLimit, DrainGate, JsonByDefault, MetricsMiddleware, RequestContext
+from service.registry import (SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION, ArtifactError, LoadedModel,
+                              load_models)
+from service.runtime import RuntimeSetupError, onnxruntime_distribution, select_providers
 from service.schemas import (ClassifyBatchResponse, ClassifyResponse, ErrorBody, InferenceRequest,
                              NerBatchResponse, NerResponse)
 from service.settings import Settings
@@ -29,7 +31,7 @@ from service.settings import Settings
 log = logging.getLogger(__name__)
 
 INLINE_TOKENIZE_CHARS = 2000  # requests up to this size are tokenized on the event loop
-ERROR_RESPONSES = {code: {"model": ErrorBody} for code in (400, 404, 413, 422, 429, 500, 503, 504)}
+ERROR_RESPONSES = {code: {"model": ErrorBody} for code in (400, 401, 404, 408, 413, 422, 429, 500, 503, 504)}
 
 
 class ApiError(Exception):
@@ -46,7 +48,8 @@ def error_response(status: int, error: str, message: str, field: str | None = No
 
 
 class State:
-    """What the app holds between startup and shutdown."""
+    """What the app holds between startup and shutdown. ``draining`` (set by the server on SIGTERM)
+    turns readiness and new requests to 503; ``active`` counts requests being served."""
 
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self.settings = settings
@@ -54,32 +57,46 @@ class State:
         self.models: dict[str, LoadedModel] = {}
         self.batchers: dict[str, DynamicBatcher] = {}
         self.ready = False
+        self.draining = False
+        self.active = 0
+        self.last_request_at = 0.0
+
+    def begin_drain(self) -> None:
+        self.draining = True
+        self.metrics.ready.set(0)
 
 
 def create_app(settings: Settings, models: dict[str, LoadedModel] | None = None) -> FastAPI:
     """Build the app. ``models`` (already loaded) skips loading from ``settings.models_dir`` (tests)."""
     state = State(settings, Metrics())
 
+    async def start_serving(model: LoadedModel) -> DynamicBatcher:
+        """A started batcher for ``model``, after warm-up (both sessions, outside the batcher, so
+        metrics start at zero)."""
+        if settings.warmup:
+            items = model.tokenize(["Presso warms up in Paris."])[0]
+            await asyncio.to_thread(model.infer, items)
+            await asyncio.to_thread(model.infer, items, alone=True)
+        state.metrics.register_model(model.name)
+        batcher = DynamicBatcher(model.name, model.infer, BatchLimits.from_settings(settings), cost=_tokens,
+                                 workers=settings.inference_workers(), metrics=state.metrics,
+                                 infer_alone=_alone(model) if settings.all_cores_when_idle else None)
+        batcher.start()
+        return batcher
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        metrics_server = None
+        if settings.metrics_port:
+            from prometheus_client import start_http_server
+
+            metrics_server, _ = start_http_server(settings.metrics_port, settings.host, state.metrics.registry)
         if models is None:
-            providers = select_providers(onnxruntime_distribution())
-            state.models = await asyncio.to_thread(load_models, settings.models_dir, providers,
-                                                   settings.intra_op_threads, settings.ner_window_stride_tokens,
-                                                   settings.intra_op_spinning, settings.all_cores_when_idle)
+            state.models = await asyncio.to_thread(load_models, settings.models_dir, **model_options(settings))
         else:
             state.models = models
         for name, model in state.models.items():
-            state.metrics.register_model(name)
-            batcher = DynamicBatcher(name, model.infer, BatchLimits.from_settings(settings), cost=_tokens,
-                                     workers=settings.inference_workers(), metrics=state.metrics,
-                                     infer_alone=_alone(model) if settings.all_cores_when_idle else None)
-            batcher.start()
-            state.batchers[name] = batcher
-            if settings.warmup:  # both sessions, outside the batcher: metrics start at zero
-                items = model.tokenize(["Presso warms up in Paris."])[0]
-                await asyncio.to_thread(model.infer, items)
-                await asyncio.to_thread(model.infer, items, alone=True)
+            state.batchers[name] = await start_serving(model)
         state.ready = True
         state.metrics.ready.set(1)
         log.info("ready: %s", {n: m.task for n, m in state.models.items()})
@@ -89,13 +106,21 @@ def create_app(settings: Settings, models: dict[str, LoadedModel] | None = None)
             state.ready = False
             state.metrics.ready.set(0)
             await asyncio.gather(*(b.stop() for b in state.batchers.values()))
+            if metrics_server is not None:
+                metrics_server.shutdown()
 
     app = FastAPI(title="Presso", version="0.1.0", lifespan=lifespan,
                   description="Compressed transformer inference: NER and text classification.")
     app.state.presso = state
+    document_limits(app, settings)
     install_error_handlers(app)
-    app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+    # Starlette wraps the last added outermost: metrics -> request id -> drain -> keys -> body -> JSON.
     app.add_middleware(JsonByDefault)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout_s=settings.body_read_timeout_s)
+    app.add_middleware(ApiKeys, keys=settings.api_key_list())
+    app.add_middleware(DrainGate, lifecycle=state)
+    app.add_middleware(RequestContext)
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics)
 
     def pick_model(task: str, requested: str | None) -> LoadedModel:
         if not state.ready:
@@ -143,7 +168,19 @@ def create_app(settings: Settings, models: dict[str, LoadedModel] | None = None)
 
     async def run(task: str, body: InferenceRequest, request: Request) -> tuple[LoadedModel, list[dict]]:
         deadline = time.monotonic() + (body.timeout_ms or settings.request_timeout_ms) / 1000.0
-        model = pick_model(task, body.model)
+        for _attempt in range(3):
+            model = pick_model(task, body.model)
+            batcher = state.batchers[model.name]  # the pair is swapped together on reload
+            try:
+                return model, await run_on(model, batcher, body, request, deadline)
+            except BatcherClosed:
+                if state.draining or state.batchers.get(model.name) is batcher:
+                    raise ApiError(503, "shutting_down", f"model {model.name} is shutting down")
+                # the model was reloaded while this request was being tokenized: run it on the new one
+        raise ApiError(503, "model_reloading", f"model {model.name} was replaced repeatedly; retry")
+
+    async def run_on(model: LoadedModel, batcher: DynamicBatcher, body: InferenceRequest, request: Request,
+                     deadline: float) -> list[dict]:
         texts = body.all_texts()
         single = body.text is not None
         check_limits(texts, single)
@@ -159,7 +196,7 @@ def create_app(settings: Settings, models: dict[str, LoadedModel] | None = None)
                            f"{settings.max_queued_tokens} (PRESSO_MAX_QUEUED_TOKENS) per request",
                            "body.text" if single else "body.texts")
         try:
-            partials = await unless_disconnected(request, state.batchers[model.name].submit(flat, deadline))
+            partials = await unless_disconnected(request, batcher.submit(flat, deadline))
         except Overloaded as exc:
             state.metrics.rejected.labels(model=model.name).inc()
             raise ApiError(429, "overloaded", str(exc), headers={"Retry-After": str(exc.retry_after_s)})
@@ -167,8 +204,6 @@ def create_app(settings: Settings, models: dict[str, LoadedModel] | None = None)
             state.metrics.timed_out.labels(model=model.name).inc()
             raise ApiError(504, "deadline_exceeded", f"{exc} (timeout_ms "
                            f"{body.timeout_ms or settings.request_timeout_ms:g})", "body.timeout_ms")
-        except BatcherClosed as exc:
-            raise ApiError(503, "shutting_down", str(exc))
         except ClientDisconnected:
             raise ApiError(499, "client_disconnected", "the client closed the connection; its texts were dropped")
         except InferenceError as exc:
@@ -177,7 +212,7 @@ def create_app(settings: Settings, models: dict[str, LoadedModel] | None = None)
         for text, windows in zip(texts, sequences):
             results.append(model.assemble(text, partials[at: at + len(windows)]))
             at += len(windows)
-        return model, results
+        return results
 
     async def answer(task: str, body: InferenceRequest, request: Request) -> JSONResponse:
         """One text: the result's fields beside ``model``; several: ``results`` in input order."""
@@ -209,16 +244,51 @@ def create_app(settings: Settings, models: dict[str, LoadedModel] | None = None)
     @app.get("/health/ready", summary="Readiness: every model loaded and warmed up",
              responses={503: {"model": ErrorBody}})
     async def ready():
-        if not state.ready:
+        if not state.ready or state.draining:
             return error_response(503, "not_ready", "models are loading or the service is shutting down")
         return {"status": "ready", "models": sorted(state.models)}
 
-    @app.get("/models", summary="Each loaded model's manifest")
+    @app.get("/models", summary="Each loaded model: active version, load time and manifest")
     async def list_models():
-        return {"models": [m.manifest for m in state.models.values()]}
+        return {"models": [m.describe() for m in state.models.values()]}
 
-    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    reloading: dict[str, asyncio.Lock] = {}
+
+    @app.post("/models/{name}/reload", summary="Swap in the artifact now in the model's directory",
+              responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}, 422: {"model": ErrorBody},
+                         503: {"model": ErrorBody}})
+    async def reload_model(name: str):
+        """Load and validate the artifact (manifest, sha256 checksum, name and task unchanged), warm
+        it up, then swap it in: new requests use it at once, requests already queued finish on the
+        old version. A bad artifact is refused (422) and the old version keeps serving."""
+        if not state.ready or state.draining:
+            raise ApiError(503, "not_ready", "models are loading or the service is shutting down")
+        old = state.models.get(name)
+        if old is None:
+            raise ApiError(404, "unknown_model", f"no model named {name!r}; loaded: {sorted(state.models)}", "path.name")
+        lock = reloading.setdefault(name, asyncio.Lock())
+        if lock.locked():
+            raise ApiError(409, "reload_in_progress", f"model {name!r} is already being reloaded", "path.name")
+        async with lock:
+            try:
+                new = await asyncio.to_thread(LoadedModel, old.path, **model_options(settings))
+                if (new.name, new.task) != (old.name, old.task):
+                    raise ArtifactError(f"{old.path} now holds {new.name!r} ({new.task}), not {name!r} ({old.task})")
+                batcher = await start_serving(new)
+            except (ArtifactError, RuntimeSetupError, OSError) as exc:
+                log.warning("reload of %s refused: %s", name, exc)
+                raise ApiError(422, "invalid_artifact", f"{exc}; still serving version {old.version}", "path.name")
+            previous = state.batchers[name]
+            state.models[name], state.batchers[name] = new, batcher  # one step: no request sees a mix
+            log.info("model %s: version %s replaced %s", name, new.version, old.version)
+        await previous.stop(drain_s=settings.shutdown_grace_s)
+        return {"model": name, "previous_version": old.version, "version": new.version}
+
+    @app.get("/metrics", summary="Prometheus metrics (404 when PRESSO_METRICS_PORT moves them)",
+             response_class=Response)
     async def metrics():
+        if settings.metrics_port:
+            raise ApiError(404, "not_found", f"metrics are served on port {settings.metrics_port}")
         return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
@@ -253,30 +323,35 @@ async def unless_disconnected(request: Request, work):
     raise ClientDisconnected()
 
 
+def document_limits(app: FastAPI, settings: Settings) -> None:
+    """Write this deployment's request limits (texts per request, characters per text) into the
+    OpenAPI schema, so generated clients and schema-driven tests know them."""
+    generate = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = generate()
+            props = schema["components"]["schemas"]["InferenceRequest"]["properties"]
+            props["texts"]["maxItems"] = settings.max_texts_per_request
+            props["texts"]["items"]["maxLength"] = props["text"]["maxLength"] = settings.max_text_chars
+        return app.openapi_schema
+
+    app.openapi = openapi
+
+
+def model_options(settings: Settings) -> dict:
+    """:class:`LoadedModel` keyword arguments from the settings (ONNX Runtime providers chosen here)."""
+    return {"providers": select_providers(onnxruntime_distribution()), "intra_op_threads": settings.intra_op_threads,
+            "stride_tokens": settings.ner_window_stride_tokens, "spinning": settings.intra_op_spinning,
+            "alone_session": settings.all_cores_when_idle}
+
+
 def _alone(model: LoadedModel):
     return lambda items: model.infer(items, alone=True)
 
 
 def _tokens(item) -> int:
     return item.tokens
-
-
-class JsonByDefault:
-    """ASGI middleware: a POST without a JSON content type (``curl -d`` sends a form type, some
-    clients text/plain) is read as JSON, so the answer is about the body's content rather than its declared type."""
-
-    LENIENT = (b"", b"application/x-www-form-urlencoded", b"text/plain")
-
-    def __init__(self, app) -> None:
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["method"] == "POST":
-            headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
-            declared = dict(scope["headers"]).get(b"content-type", b"").split(b";")[0].strip().lower()
-            if declared in self.LENIENT:
-                scope = {**scope, "headers": headers + [(b"content-type", b"application/json")]}
-        await self.app(scope, receive, send)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -307,33 +382,3 @@ def install_error_handlers(app: FastAPI) -> None:
     async def unexpected(_request: Request, exc: Exception):
         log.exception("unhandled error")
         return error_response(500, "internal_error", f"unexpected {type(exc).__name__}")
-
-
-class MetricsMiddleware:
-    """ASGI middleware: request count and latency by endpoint and status. Pure ASGI (no per-request task group, unlike ``BaseHTTPMiddleware``)."""
-
-    KNOWN = {"/ner", "/classify", "/health/live", "/health/ready", "/models", "/metrics"}
-
-    def __init__(self, app, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        started = time.perf_counter()
-        endpoint = scope["path"] if scope["path"] in self.KNOWN else "other"
-        status = 500
-
-        async def send_and_observe(message):
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_and_observe)
-        finally:
-            self.metrics.requests.labels(endpoint=endpoint, status=str(status)).inc()
-            self.metrics.request_latency.labels(endpoint=endpoint, status=str(status)).observe(
-                time.perf_counter() - started)

@@ -159,9 +159,17 @@ class DynamicBatcher:
     def start(self) -> None:
         self._collector = asyncio.get_running_loop().create_task(self._collect_forever(), name=f"batcher-{self.name}")
 
-    async def stop(self) -> None:
-        """Stop accepting work, finish running batches, fail whatever is still queued."""
+    async def stop(self, drain_s: float = 0.0) -> None:
+        """Stop accepting work, finish running batches, fail whatever is still queued.
+
+        ``drain_s`` > 0 (a model being replaced): first keep running queued sequences for up to
+        that long, so requests already accepted finish on this model; the queue gauges are then
+        left to the batcher that took over the model's name.
+        """
         self._closed = True
+        deadline = time.monotonic() + drain_s
+        while drain_s and self._queue and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
         if self._collector:
             self._collector.cancel()
             await asyncio.gather(self._collector, return_exceptions=True)
@@ -170,7 +178,8 @@ class DynamicBatcher:
         while self._queue:
             _settle(self._queue.popleft().future, exc=BatcherClosed(f"model {self.name} is shutting down"))
         self._queued_tokens = 0
-        self._gauge()
+        if not drain_s:
+            self._gauge()
         self._executor.shutdown(wait=True)
 
     # -- callers -----------------------------------------------------------------------------

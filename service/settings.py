@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -47,10 +47,35 @@ class Settings(BaseSettings):
     # -- request limits --
     max_texts_per_request: int = Field(256, ge=1, description="longest 'texts' list accepted (413 beyond)")
     max_text_chars: int = Field(20_000, ge=1, description="longest text accepted in characters (413 beyond)")
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1, description="largest request body in bytes; 413 before "
+                                "reading more (Content-Length or chunked)")
+    body_read_timeout_s: float = Field(30.0, gt=0, description="longest time to receive a request body (408 "
+                                       "beyond: a stalled upload does not hold a connection)")
     warmup: bool = Field(True, description="run one inference per model before reporting ready")
     shutdown_grace_s: float = Field(30.0, gt=0, description="on SIGTERM, longest wait for accepted requests "
                                     "to finish")
+    # -- security and operations --
+    api_keys: SecretStr | None = Field(None, description="comma-separated API keys; when set (or api_keys_file), "
+                                       "/ner, /classify and /models* need 'Authorization: Bearer <key>' or "
+                                       "'X-API-Key: <key>' (401 otherwise)")
+    api_keys_file: Path | None = Field(None, description="file with one API key per line (e.g. a mounted "
+                                       "Kubernetes Secret); '#' starts a comment")
+    metrics_port: int | None = Field(None, ge=1, le=65535, description="serve /metrics on this port instead of "
+                                     "the API port")
     log_level: str = Field("INFO", description="Python logging level")
+    log_format: Literal["json", "text"] = Field("json", description="json: one object per line with request_id; "
+                                                "text: for humans")
+
+    def api_key_list(self) -> list[bytes]:
+        """Every configured API key, UTF-8 encoded (empty: no authentication).
+
+        Raises:
+            OSError: ``api_keys_file`` cannot be read.
+        """
+        keys = self.api_keys.get_secret_value().split(",") if self.api_keys else []
+        if self.api_keys_file is not None:
+            keys += [line.split("#", 1)[0] for line in self.api_keys_file.read_text().splitlines()]
+        return [k.strip().encode() for k in keys if k.strip()]
 
     def inference_workers(self) -> int:
         """``inference_threads``, or when 0 one worker per core the intra-op threads leave: on a

@@ -162,10 +162,11 @@ def test_dropped_layers_and_uneven_heads_export_fuse_and_match(tiny, tmp_path):
 
     _, encoder, _ = tiny
     model = tiny_bert()  # unpruned: scoring needs even heads
-    assert layers_to_drop(torch.tensor([[3.0, 3.0], [1.0, 0.5], [2.0, 2.0]]), 1) == [1]
-    assert layers_to_drop(torch.ones(2, 2), 5) == [0]  # one layer always stays
+    assert layers_to_drop(torch.tensor([3.0, 0.5, 2.0]), 1) == [1]
+    assert layers_to_drop(torch.ones(2), 5) == [0]  # one layer always stays
     record = prune_model(model, labelled_batches(encoder), head_ratio=0.25, ffn_ratio=0.5, n_layers=1)
     assert len(record["layers_dropped"]) == 1 and model.config.num_hidden_layers == 2
+    assert len(record["layer_importance_loss_increase"]) == 3
     drop_layers(model, [])  # no-op
     onnx_path = export_onnx(model, "ner", tmp_path / "model.onnx")
     padded = pad_batch(encoder.encode(TEXTS))

@@ -1,0 +1,234 @@
+"""ASGI middleware around the FastAPI app (pure ASGI: no per-request task group). Outermost first:
+
+1. :class:`MetricsMiddleware`: request count and latency by endpoint and status.
+2. :class:`RequestContext`: request id (``X-Request-ID`` in, or generated; echoed back), one access
+   log line per request (method, path, status, duration; never the body).
+3. :class:`DrainGate`: during shutdown new requests get 503; counts the requests it lets in, so the
+   server can wait for them (see :mod:`service.server`).
+4. :class:`ApiKeys`: 401 on inference and model-management paths without a configured key.
+5. :class:`BodyLimit`: 413 for bodies over the limit before they are read into memory (also
+   chunked ones without Content-Length), 408 for uploads that stall.
+6. :class:`JsonByDefault`: POST bodies without a JSON content type are read as JSON.
+
+Errors raised here are JSON :class:`service.schemas.ErrorBody` objects, like the app's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import time
+import uuid
+
+from service.logs import request_id
+from service.metrics import Metrics
+
+access_log = logging.getLogger("presso.access")
+PROBES = ("/health/live", "/health/ready", "/metrics")
+
+
+async def send_error(send, status: int, error: str, message: str, field: str | None = None,
+                     headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    """Answer with a JSON error body (``{"error", "message", "field"}``) and close the connection."""
+    body = json.dumps({"error": error, "message": message, "field": field}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close"), *(headers or [])]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def header(scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value
+    return None
+
+
+class MetricsMiddleware:
+    """Request count and latency by endpoint and status; a client that left before any response
+    is counted as status 499 (nginx's "client closed request")."""
+
+    KNOWN = {"/ner", "/classify", "/health/live", "/health/ready", "/models", "/metrics"}
+
+    def __init__(self, app, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        path = scope["path"]
+        endpoint = path if path in self.KNOWN else "/models/{name}/reload" if path.startswith("/models/") else "other"
+        status = "499"
+
+        async def send_and_observe(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = str(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_observe)
+        except BaseException:
+            status = "500" if status == "499" else status
+            raise
+        finally:
+            self.metrics.requests.labels(endpoint=endpoint, status=status).inc()
+            self.metrics.request_latency.labels(endpoint=endpoint, status=status).observe(
+                time.perf_counter() - started)
+
+
+class RequestContext:
+    """Request id and access log. The id is the client's ``X-Request-ID`` when it is short printable
+    ASCII, else a new UUID4; it is returned in ``X-Request-ID`` and attached to every log record."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        given = header(scope, b"x-request-id")
+        rid = given.decode() if given and len(given) <= 128 and given.isascii() and given.decode().isprintable() \
+            else uuid.uuid4().hex
+        token = request_id.set(rid)
+        started = time.perf_counter()
+        status = 499
+
+        async def send_with_id(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", rid.encode())]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            if access_log.isEnabledFor(logging.INFO) and scope["path"] not in PROBES:
+                access_log.info("%s %s %s", scope["method"], scope["path"], status, extra={
+                    "method": scope["method"], "path": scope["path"], "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2)})
+            request_id.reset(token)
+
+
+class DrainGate:
+    """While ``lifecycle.draining``, answer every request but the probes with 503 ``shutting_down``;
+    count the requests let in (``lifecycle.active``) so shutdown can wait for them, and note when
+    the last request of any kind arrived (``lifecycle.last_request_at``, monotonic seconds)."""
+
+    def __init__(self, app, lifecycle) -> None:
+        self.app, self.lifecycle = app, lifecycle
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] in PROBES:
+            return await self.app(scope, receive, send)
+        self.lifecycle.last_request_at = time.monotonic()
+        if self.lifecycle.draining:
+            return await send_error(send, 503, "shutting_down", "the service is shutting down; retry on another "
+                                    "replica", headers=[(b"retry-after", b"1")])
+        self.lifecycle.active += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.lifecycle.active -= 1
+
+
+class ApiKeys:
+    """With keys configured, ``/ner``, ``/classify`` and ``/models*`` need ``Authorization: Bearer
+    <key>`` or ``X-API-Key: <key>``; otherwise 401 without detail. Every configured key is compared
+    in constant time (``hmac.compare_digest``), whichever matches; keys are never logged."""
+
+    PROTECTED = ("/ner", "/classify", "/models")
+
+    def __init__(self, app, keys: list[bytes]) -> None:
+        self.app, self.keys = app, keys
+
+    def allowed(self, scope) -> bool:
+        given = header(scope, b"x-api-key")
+        auth = header(scope, b"authorization")
+        if given is None and auth is not None and auth[:7].lower() == b"bearer ":
+            given = auth[7:].strip()
+        if given is None:
+            return False
+        match = False
+        for key in self.keys:
+            match |= hmac.compare_digest(key, given)
+        return match
+
+    async def __call__(self, scope, receive, send):
+        if (self.keys and scope["type"] == "http" and scope["path"].startswith(self.PROTECTED)
+                and not self.allowed(scope)):
+            return await send_error(send, 401, "unauthorized", "missing or invalid API key",
+                                    headers=[(b"www-authenticate", b"Bearer")])
+        return await self.app(scope, receive, send)
+
+
+class BodyLimit:
+    """Read the request body before the app does, at most ``max_bytes`` and within ``timeout_s``.
+
+    A ``Content-Length`` over the limit is refused before reading; a chunked body is refused as soon
+    as its running total passes it (413 ``body_too_large``). A body that does not arrive within
+    ``timeout_s`` gets 408 ``body_timeout``. A client that disconnects gets no answer. The app then
+    receives the whole body in one message, and later ``receive()`` calls (disconnect watching)
+    go to the server.
+    """
+
+    METHODS = ("POST", "PUT", "PATCH")
+
+    def __init__(self, app, max_bytes: int, timeout_s: float) -> None:
+        self.app, self.max_bytes, self.timeout_s = app, max_bytes, timeout_s
+
+    async def too_large(self, send, size: str) -> None:
+        await send_error(send, 413, "body_too_large", f"request body is {size} bytes, at most {self.max_bytes} "
+                         "(PRESSO_MAX_BODY_BYTES)", "body")
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] not in self.METHODS:
+            return await self.app(scope, receive, send)
+        declared = header(scope, b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            return await self.too_large(send, declared.decode())
+        chunks, size = [], 0
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > self.max_bytes:
+                        return await self.too_large(send, f"more than {self.max_bytes}")
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            return await send_error(send, 408, "body_timeout", f"request body not received within "
+                                    f"{self.timeout_s:g} s (PRESSO_BODY_READ_TIMEOUT_S)", "body")
+        pending = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+
+        async def replay():
+            return pending.pop() if pending else await receive()
+
+        await self.app(scope, replay, send)
+
+
+class JsonByDefault:
+    """A POST without a JSON content type (``curl -d`` sends a form type, some clients text/plain)
+    is read as JSON, so the answer is about the body's content rather than its declared type."""
+
+    LENIENT = (b"", b"application/x-www-form-urlencoded", b"text/plain")
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "POST":
+            declared = (header(scope, b"content-type") or b"").split(b";")[0].strip().lower()
+            if declared in self.LENIENT:
+                headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+                scope = {**scope, "headers": headers + [(b"content-type", b"application/json")]}
+        await self.app(scope, receive, send)
