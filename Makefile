@@ -6,7 +6,7 @@ PRESSO := $(VENV)/bin/presso
 PROFILE ?= default
 EXTRAS ?= cpu,compress,bench,test
 
-.PHONY: run install models serve test test-fast test-container autoscale bench-serve bench-model clean
+.PHONY: run install models serve test test-fast test-container autoscale bench-serve bench-model soak clean
 
 run: models serve
 
@@ -47,6 +47,10 @@ autoscale: models
 # TORCH_MODEL=<work-dir>/fp32 uses the fine-tuned fp32 checkpoint for baseline C.
 bench-serve: models
 	$(PY) -m presso.cli bench serve $(if $(TORCH_MODEL),--torch-model $(TORCH_MODEL))
+
+# Soak: 10 minutes of mixed traffic at ~70% of capacity; writes reports/soak.{json,png} (needs wrk).
+soak: models
+	$(PY) -m presso.cli bench soak
 
 # Compression benchmark: every stage of both models; writes reports/model-bench.{json,md,png}.
 # Builds with --work-dir work/<task> (the benchmark needs the intermediate checkpoints).

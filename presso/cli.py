@@ -173,6 +173,24 @@ def bench_serve(
     typer.echo(json.dumps({"ratios": report["ratios"], "targets_met": report["targets_met"]}, indent=2))
 
 
+@bench.command("soak")
+def bench_soak(
+    models_dir: Path = typer.Option(Path("models"), help="directory of model artifacts (an NER and a "
+                                    "classification model)"),
+    out_dir: Path = typer.Option(Path("reports"), help="where soak.json and soak.png go"),
+    segments: int = typer.Option(10, min=2, help="measured wrk runs, back to back"),
+    segment_s: float = typer.Option(60, help="seconds per segment"),
+    load_factor: float = typer.Option(0.7, min=0.05, max=1.0, help="target share of the measured capacity"),
+    capacity_s: float = typer.Option(20, help="seconds of the closed-loop capacity run"),
+) -> None:
+    """Mixed /ner + /classify traffic of random lengths at ~70% of capacity: errors, p99, memory growth."""
+    _logging("WARNING")
+    from presso.bench.soak import run as run_soak
+
+    report = run_soak(models_dir, out_dir, segments, segment_s, load_factor, capacity_s)
+    typer.echo(json.dumps(report["summary"], indent=2))
+
+
 @bench.command("model")
 def bench_model(
     work_dir: Path = typer.Option(Path("work"), help="holds <task>/ build work directories "

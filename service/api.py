@@ -15,11 +15,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.batching import BatchLimits, BatcherClosed, DeadlineExceeded, DynamicBatcher, InferenceError, Overloaded
-from service.metrics import Metrics
+from service.metrics import Metrics, exposition
 from service.middleware import ApiKeys, BodyLimit, DrainGate, JsonByDefault, MetricsMiddleware, RequestContext
 from service.registry import (SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION, ArtifactError, LoadedModel,
                               load_models)
@@ -87,7 +87,7 @@ def create_app(settings: Settings, models: dict[str, LoadedModel] | None = None)
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         metrics_server = None
-        if settings.metrics_port:
+        if settings.metrics_port and settings.workers == 1:  # several workers: the arbiter serves it
             from prometheus_client import start_http_server
 
             metrics_server, _ = start_http_server(settings.metrics_port, settings.host, state.metrics.registry)
@@ -289,7 +289,7 @@ def create_app(settings: Settings, models: dict[str, LoadedModel] | None = None)
     async def metrics():
         if settings.metrics_port:
             raise ApiError(404, "not_found", f"metrics are served on port {settings.metrics_port}")
-        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(exposition(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
 

@@ -1,9 +1,11 @@
 """Prometheus metrics (base units: seconds, tokens). Created per app so tests can build many apps.
 
-One process serves all requests: the event loop does HTTP and scheduling, ONNX Runtime runs
-batches in worker threads (it releases the GIL, and parallelises inside a batch with intra-op
-threads). So one process already uses every core, the default single-process registry is exact,
-and there is no multi-process aggregation to get wrong; scale out with replicas (deploy/k8s).
+By default one process serves all requests: the event loop does HTTP and scheduling, ONNX Runtime
+runs batches in worker threads (it releases the GIL, and parallelises inside a batch with intra-op
+threads), so one process already uses every core and the app's own registry is exact. With
+``PRESSO_WORKERS`` > 1 (:mod:`service.multiprocess`) prometheus-client's multiprocess mode takes
+over: :func:`exposition` aggregates every worker's files; gauges say how (``livesum``: summed over
+live workers; ``livemin`` for readiness: 1 only when every live worker is ready).
 """
 
 from __future__ import annotations
@@ -27,15 +29,18 @@ class Metrics:
         self.request_latency = Histogram("presso_request_duration_seconds", "HTTP request latency",
                                          ["endpoint", "status"], buckets=LATENCY_BUCKETS_S, registry=r)
         self.inflight = Gauge("presso_inflight_requests", "inference requests being served (the autoscaling "
-                              "signal: it rises with queueing before CPU saturates)", ["endpoint"], registry=r)
+                              "signal: it rises with queueing before CPU saturates)", ["endpoint"], registry=r,
+                              multiprocess_mode="livesum")
         self.batch_size = Histogram("presso_batch_size", "sequences per inference batch", ["model"],
                                     buckets=BATCH_BUCKETS, registry=r)
         self.batch_tokens = Histogram("presso_batch_tokens", "padded tokens per batch (longest x sequences)",
                                       ["model"], buckets=TOKEN_BUCKETS, registry=r)
         self.padding_ratio = Histogram("presso_padding_ratio", "share of a batch's padded tokens that are padding",
                                        ["model"], buckets=RATIO_BUCKETS, registry=r)
-        self.queue_depth = Gauge("presso_queue_depth", "sequences waiting for a batch", ["model"], registry=r)
-        self.queue_tokens = Gauge("presso_queue_tokens", "tokens waiting for a batch", ["model"], registry=r)
+        self.queue_depth = Gauge("presso_queue_depth", "sequences waiting for a batch", ["model"], registry=r,
+                                 multiprocess_mode="livesum")
+        self.queue_tokens = Gauge("presso_queue_tokens", "tokens waiting for a batch", ["model"], registry=r,
+                                  multiprocess_mode="livesum")
         self.inference_latency = Histogram("presso_inference_duration_seconds",
                                            "ONNX Runtime time per batch", ["model"],
                                            buckets=LATENCY_BUCKETS_S, registry=r)
@@ -45,7 +50,8 @@ class Metrics:
                                 ["model"], registry=r)
         self.timed_out = Counter("presso_timed_out_requests", "requests answered 504 (deadline passed)",
                                  ["model"], registry=r)
-        self.ready = Gauge("presso_ready", "1 when every model is loaded and warmed up", registry=r)
+        self.ready = Gauge("presso_ready", "1 when every model is loaded and warmed up", registry=r,
+                           multiprocess_mode="livemin")
         for endpoint in INFERENCE_ENDPOINTS:
             self.inflight.labels(endpoint=endpoint).set(0)
             for status in INFERENCE_STATUSES:
@@ -60,3 +66,17 @@ class Metrics:
             gauge.labels(model=name).set(0)
         for counter in (self.rejected, self.timed_out):
             counter.labels(model=name)
+
+
+def exposition(registry: CollectorRegistry) -> bytes:
+    """The text exposition of ``registry``, or of every worker's values in multiprocess mode."""
+    import os
+
+    from prometheus_client import generate_latest
+
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    return generate_latest(registry)

@@ -20,7 +20,6 @@ import time
 
 import uvicorn
 
-from service.api import create_app
 from service.logs import configure_logging
 from service.settings import Settings, unknown_variables
 
@@ -68,6 +67,12 @@ def run(settings: Settings) -> None:
     configure_logging(settings.log_level, settings.log_format)
     for name in unknown_variables(dict(os.environ)):
         log.warning("%s is not a Presso setting and is ignored (see README, Configuration)", name)
+    if settings.workers > 1:  # before anything imports prometheus_client (it picks its mode at import)
+        from service.multiprocess import run as run_workers
+
+        return run_workers(settings)
+    from service.api import create_app
+
     app = create_app(settings)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
                             timeout_graceful_shutdown=settings.shutdown_grace_s, access_log=False, log_config=None)

@@ -19,6 +19,8 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="bind address")
     port: int = Field(8000, ge=1, le=65535, description="bind port")
     models_dir: Path = Field(Path("models"), description="directory holding one artifact folder per model")
+    workers: int = Field(1, ge=1, description="API processes; > 1 runs gunicorn with uvicorn workers (a dead "
+                         "worker is replaced, metrics aggregated across processes); each loads every model")
     # -- dynamic batching (service.batching.BatchLimits) --
     max_batch_size: int = Field(32, ge=1, description="most sequences in one inference batch")
     max_batch_tokens: int = Field(4096, ge=1, description="most padded tokens in one batch "

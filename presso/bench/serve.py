@@ -50,8 +50,11 @@ def find_artifact(models_dir: Path, name: str) -> Path:
     raise FileNotFoundError(f"no artifact named {name!r} under {models_dir}; run `presso build` first")
 
 
-def _start(cmd: list[str], env: dict[str, str], url: str) -> subprocess.Popen:
-    proc = subprocess.Popen(cmd, env={**os.environ, **env}, stdout=subprocess.DEVNULL)
+def start_server(cmd: list[str], env: dict[str, str], url: str, log_file=None) -> subprocess.Popen:
+    """Start a server process and wait until ``url/health/ready`` answers 200 (``log_file``: an open
+    file for its output, else it is discarded / inherited)."""
+    proc = subprocess.Popen(cmd, env={**os.environ, **env}, stdout=log_file or subprocess.DEVNULL,
+                            stderr=log_file)
     try:
         wait_ready(f"{url}/health/ready", timeout_s=300)
     except TimeoutError:
@@ -60,7 +63,7 @@ def _start(cmd: list[str], env: dict[str, str], url: str) -> subprocess.Popen:
     return proc
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def stop_server(proc: subprocess.Popen) -> None:
     proc.send_signal(signal.SIGTERM)
     try:
         proc.wait(timeout=60)
@@ -170,23 +173,23 @@ def run(models_dir: Path, name: str, out_dir: Path, torch_model: Path | None = N
             url = f"http://127.0.0.1:{port}"
             env = {"PRESSO_MODELS_DIR": str(only), "PRESSO_PORT": str(port), "PRESSO_LOG_LEVEL": "WARNING", **extra}
             print(f"({key}) {label}", file=sys.stderr, flush=True)
-            proc = _start([sys.executable, "-m", "presso.cli", "serve"], env, url)
+            proc = start_server([sys.executable, "-m", "presso.cli", "serve"], env, url)
             try:
                 variants[key] = {"label": label, "env": extra, "levels": drive(url, proc.pid, texts_file, duration_s,
                                                                                warmup_s, max_requests, name)}
             finally:
-                _stop(proc)
+                stop_server(proc)
         model_dir, provenance = torch_baseline_model(artifact, torch_model, work)
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         print("(C) FastAPI + Hugging Face pipeline, fp32 PyTorch", file=sys.stderr, flush=True)
-        proc = _start([sys.executable, "-m", "presso.bench.hf_baseline", "--model", str(model_dir), "--tokenizer",
+        proc = start_server([sys.executable, "-m", "presso.bench.hf_baseline", "--model", str(model_dir), "--tokenizer",
                        str(artifact), "--port", str(port)], {}, url)
         try:
             variants["C"] = {"label": "FastAPI + transformers pipeline, fp32 PyTorch", "torch_model": provenance,
                              "levels": drive(url, proc.pid, texts_file, duration_s, warmup_s, max_requests, None)}
         finally:
-            _stop(proc)
+            stop_server(proc)
         print("(D) offline ONNX Runtime, again", file=sys.stderr, flush=True)
         d_after = offline.throughput(model, texts, settings.inference_workers())
         variants["D"] = {"label": "offline ONNX Runtime, same artifact and session settings, no HTTP, "

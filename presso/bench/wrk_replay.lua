@@ -1,6 +1,7 @@
 -- wrk script: POST real texts (one JSON string per line of $PRESSO_WRK_TEXTS) as {"text": ...},
 -- cycling through the comma-separated paths in $PRESSO_WRK_PATHS (default /ner). Each thread
--- stops after $PRESSO_WRK_MAX_REQUESTS responses (0 = only the -d duration bounds the run).
+-- stops after $PRESSO_WRK_MAX_REQUESTS responses (0 = only the -d duration bounds the run);
+-- each connection pauses $PRESSO_WRK_DELAY_MS between requests (open-ish loop at a set rate).
 -- Prints one line "WRK_RESULT {json}" with counts by status class and latency percentiles.
 local texts = {}
 local f = io.open(os.getenv("PRESSO_WRK_TEXTS"), "r")
@@ -9,6 +10,8 @@ f:close()
 local paths = {}
 for p in string.gmatch(os.getenv("PRESSO_WRK_PATHS") or "/ner", "[^,]+") do paths[#paths + 1] = p end
 local max_requests = tonumber(os.getenv("PRESSO_WRK_MAX_REQUESTS") or "0")
+-- Milliseconds each connection waits before its next request (0 = closed loop at full speed).
+local delay_ms = tonumber(os.getenv("PRESSO_WRK_DELAY_MS") or "0")
 -- Counters live in each thread's Lua state; done() runs in the main state and reads them.
 local n = 0
 ok_n, c4xx, c5xx, c429 = 0, 0, 0, 0
@@ -24,6 +27,10 @@ request = function()
   local path = paths[(n % #paths) + 1]
   local body = '{"text": ' .. texts[((n + (offset or 0)) % #texts) + 1] .. '}'
   return wrk.format("POST", path, {["Content-Type"] = "application/json"}, body)
+end
+
+delay = function()
+  return delay_ms
 end
 
 response = function(status, headers, body)

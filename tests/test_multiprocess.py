@@ -1,0 +1,81 @@
+"""PRESSO_WORKERS > 1: a killed worker is replaced and the metrics stay exact (real processes)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import free_port
+from tests.test_lifecycle import wait_ready
+
+psutil = pytest.importorskip("psutil")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def metric(url: str, line_start: str) -> float:
+    for line in httpx.get(url + "/metrics", timeout=10).text.splitlines():
+        if line.startswith(line_start + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise KeyError(line_start)
+
+
+def workers(master: psutil.Process) -> set[int]:
+    return {p.pid for p in master.children() if "python" in p.name().lower() or p.cmdline()}
+
+
+def test_killed_worker_is_replaced_and_counters_stay_exact(fake_models_dir, tmp_path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "PRESSO_MODELS_DIR": str(fake_models_dir), "PRESSO_PORT": str(port),
+           "PRESSO_WORKERS": "2", "PRESSO_SHUTDOWN_GRACE_S": "10", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom")}
+    with open(tmp_path / "server.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "presso.cli", "serve"], cwd=ROOT, env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
+    try:
+        wait_ready(url, proc, 90)
+        master = psutil.Process(proc.pid)
+        deadline = time.monotonic() + 60
+        while len(workers(master)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        before = workers(master)
+        assert len(before) == 2
+        with httpx.Client(base_url=url, timeout=30) as c:
+            for _ in range(20):
+                assert c.post("/ner", json={"text": "John lives in Paris"}).status_code == 200
+            victim = sorted(before)[0]
+            os.kill(victim, signal.SIGKILL)
+            while (len(workers(master)) < 2 or victim in workers(master)) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert victim not in workers(master) and len(workers(master)) == 2
+            wait_ready(url, proc, 60)
+            served = 0
+            while served < 20:
+                r = c.post("/ner", json={"text": "John lives in Paris"})
+                if r.status_code == 200:
+                    served += 1
+                else:  # a worker still warming up answers 503, never anything else
+                    assert r.status_code == 503, r.text
+        def all_ready() -> bool:  # every live worker has written its readiness, and all are 1
+            files = set(os.listdir(tmp_path / "prom"))
+            return ({f"gauge_livemin_{pid}.db" for pid in workers(master)} <= files
+                    and metric(url, "presso_ready") == 1)
+
+        while not all_ready() and time.monotonic() < deadline:  # the new worker warms up
+            time.sleep(0.2)
+        for _ in range(4):  # whichever worker answers, the totals are the same
+            assert metric(url, 'presso_requests_total{endpoint="/ner",status="200"}') == 40
+            assert metric(url, 'presso_inflight_requests{endpoint="/ner"}') == 0
+            assert metric(url, "presso_ready") == 1
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
