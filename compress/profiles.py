@@ -21,8 +21,8 @@ class Profile(BaseModel):
     max_seq_len: int = 128
     label_continuations: bool = Field(True, description="NER: train later sub-tokens of a word as inside "
                                       "its entity (see compress.train)")
-    prune_heads_ratio: float = Field(0.15, description="fraction of all attention heads removed")
-    prune_ffn_ratio: float = Field(0.35, description="fraction of FFN intermediate neurons removed per layer")
+    prune_heads_ratio: float = Field(0.25, description="fraction of all attention heads removed")
+    prune_ffn_ratio: float = Field(0.5, description="fraction of FFN intermediate neurons removed per layer")
     importance_batches: int = 40
     require_batch_invariance: bool = Field(True, description="only INT8 variants whose predictions do not depend "
                                            "on batch-mates may ship (rules out dynamic INT8)")
@@ -31,11 +31,11 @@ class Profile(BaseModel):
     selection_examples: int = Field(1000, description="validation examples used to choose the INT8 variant")
     calibration_examples: int = Field(256, description="training texts for static calibration (batch 1, unpadded)")
     invariance_examples: int = Field(500, description="test texts re-run alone to measure batch invariance")
-    recovery_epochs: float = 0.5
+    recovery_epochs: float = 1.0
     distill_alpha: float = Field(0.5, ge=0, le=1, description="recovery loss weight of the fp32 teacher's soft "
                                  "targets (0 = gold labels only)")
     distill_temperature: float = Field(2.0, gt=0, description="softmax temperature of logit distillation")
-    prune_layers: int = Field(0, ge=0, description="whole encoder layers removed (least important first)")
+    prune_layers: int = Field(1, ge=0, description="whole encoder layers removed (least important first)")
     max_drop_points: float = Field(1.0, ge=0, description="accuracy gate: most test points the shipped model may "
                                    "lose against the fp32 fine-tuned model")
     min_int8_agreement: float = Field(0.99, ge=0, le=1, description="accuracy gate: least share of test words / "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from contextlib import asynccontextmanager
 
@@ -117,10 +118,12 @@ def create_app(settings: Settings, models: dict[str, LoadedModel] | None = None)
     # Starlette wraps the last added outermost: metrics -> request id -> drain -> keys -> body -> JSON.
     app.add_middleware(JsonByDefault)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout_s=settings.body_read_timeout_s)
-    app.add_middleware(ApiKeys, keys=settings.api_key_list())
+    app.add_middleware(ApiKeys, settings=settings)
     app.add_middleware(DrainGate, lifecycle=state)
     app.add_middleware(RequestContext)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+
+    large_requests = asyncio.Semaphore(os.cpu_count() or 1)
 
     def pick_model(task: str, requested: str | None) -> LoadedModel:
         if not state.ready:
@@ -186,8 +189,9 @@ def create_app(settings: Settings, models: dict[str, LoadedModel] | None = None)
         check_limits(texts, single)
         if sum(map(len, texts)) <= INLINE_TOKENIZE_CHARS:
             sequences = model.tokenize(texts)  # tens of microseconds: cheaper than a thread hop
-        else:
-            sequences = await asyncio.to_thread(model.tokenize, texts)  # keep the event loop free
+        else:  # off the event loop; one large request per core at a time bounds tokenization memory
+            async with large_requests:
+                sequences = await asyncio.to_thread(model.tokenize, texts)
         check_long_texts(model, sequences, single)
         flat = [item for windows in sequences for item in windows]
         tokens = sum(item.tokens for item in flat)

@@ -26,6 +26,7 @@ from service.logs import request_id
 from service.metrics import Metrics
 
 access_log = logging.getLogger("presso.access")
+log = logging.getLogger(__name__)
 PROBES = ("/health/live", "/health/ready", "/metrics")
 
 
@@ -139,14 +140,37 @@ class DrainGate:
 class ApiKeys:
     """With keys configured, ``/ner``, ``/classify`` and ``/models*`` need ``Authorization: Bearer
     <key>`` or ``X-API-Key: <key>``; otherwise 401 without detail. Every configured key is compared
-    in constant time (``hmac.compare_digest``), whichever matches; keys are never logged."""
+    in constant time (``hmac.compare_digest``), whichever matches; keys are never logged.
+
+    ``settings.api_key_list()`` is read again when the keys file's modification time changes, so a
+    rotated Kubernetes Secret takes effect without a restart.
+    """
 
     PROTECTED = ("/ner", "/classify", "/models")
 
-    def __init__(self, app, keys: list[bytes]) -> None:
-        self.app, self.keys = app, keys
+    def __init__(self, app, settings) -> None:
+        self.app, self.settings = app, settings
+        self.keys = settings.api_key_list()
+        self.stamp = self._stamp()
 
-    def allowed(self, scope) -> bool:
+    def _stamp(self) -> int | None:
+        path = self.settings.api_keys_file
+        try:
+            return path.stat().st_mtime_ns if path is not None else None
+        except OSError:
+            return None
+
+    def current_keys(self) -> list[bytes]:
+        stamp = self._stamp()
+        if stamp != self.stamp:
+            try:
+                self.keys, self.stamp = self.settings.api_key_list(), stamp
+                log.info("API keys reloaded from the keys file: %d keys", len(self.keys))
+            except OSError as exc:  # mid-rotation: keep the keys we have
+                log.warning("API keys file unreadable, keeping the previous keys: %s", type(exc).__name__)
+        return self.keys
+
+    def allowed(self, scope, keys: list[bytes]) -> bool:
         given = header(scope, b"x-api-key")
         auth = header(scope, b"authorization")
         if given is None and auth is not None and auth[:7].lower() == b"bearer ":
@@ -154,15 +178,16 @@ class ApiKeys:
         if given is None:
             return False
         match = False
-        for key in self.keys:
+        for key in keys:
             match |= hmac.compare_digest(key, given)
         return match
 
     async def __call__(self, scope, receive, send):
-        if (self.keys and scope["type"] == "http" and scope["path"].startswith(self.PROTECTED)
-                and not self.allowed(scope)):
-            return await send_error(send, 401, "unauthorized", "missing or invalid API key",
-                                    headers=[(b"www-authenticate", b"Bearer")])
+        if scope["type"] == "http" and scope["path"].startswith(self.PROTECTED):
+            keys = self.current_keys() if self.settings.api_keys_file else self.keys
+            if keys and not self.allowed(scope, keys):
+                return await send_error(send, 401, "unauthorized", "missing or invalid API key",
+                                        headers=[(b"www-authenticate", b"Bearer")])
         return await self.app(scope, receive, send)
 
 

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -67,6 +67,12 @@ class Settings(BaseSettings):
     log_level: str = Field("INFO", description="Python logging level")
     log_format: Literal["json", "text"] = Field("json", description="json: one object per line with request_id; "
                                                 "text: for humans")
+
+    @model_validator(mode="after")
+    def keys_file_readable(self) -> "Settings":
+        if self.api_keys_file is not None and not os.access(self.api_keys_file, os.R_OK):
+            raise ValueError(f"api_keys_file {self.api_keys_file} is not a readable file")
+        return self
 
     def api_key_list(self) -> list[bytes]:
         """Every configured API key, UTF-8 encoded (empty: no authentication).

@@ -84,3 +84,29 @@ def test_json_logs_carry_the_request_id_and_extra_fields(capsys):
     line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
     assert line["request_id"] == "rid-1" and line["status"] == 200 and line["level"] == "INFO"
     assert line["logger"] == "presso.access" and line["message"] == "POST /ner 200" and "time" in line
+
+
+def test_rotated_keys_file_takes_effect_without_restart(fake_models_dir, tmp_path):
+    import os
+
+    from service.api import create_app
+
+    keys = tmp_path / "keys"
+    keys.write_text("old-key\n")
+    with LiveServer(create_app(make_settings(fake_models_dir, api_keys_file=keys))) as server:
+        def status(key: str) -> int:
+            return httpx.post(server.url + "/ner", json={"text": "a"}, headers={"X-API-Key": key}).status_code
+
+        assert (status("old-key"), status("new-key")) == (200, 401)
+        keys.write_text("new-key\n")
+        os.utime(keys, ns=(1, 1))  # a different modification time, however fast the test runs
+        assert (status("old-key"), status("new-key")) == (401, 200)
+
+
+def test_unreadable_keys_file_is_a_settings_error(tmp_path):
+    from pydantic import ValidationError
+
+    from service.settings import Settings
+
+    with pytest.raises(ValidationError, match="api_keys_file"):
+        Settings(api_keys_file=tmp_path / "missing")

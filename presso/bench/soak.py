@@ -6,7 +6,7 @@ sent by ``wrk`` from its own process with a pause per connection that sets the r
 
 1. Capacity: closed loop at 32 connections for ``capacity_s``; requests per second = capacity.
 2. Soak: ``segments`` back-to-back wrk runs of ``segment_s`` each at ``load_factor`` x capacity (the
-   pause is corrected after every segment from the rate and latency just measured), while the
+   pause is corrected after every segment from the mean service time the last one implies), while the
    server's resident memory (``VmRSS``) is sampled every ``sample_s``.
 
 Writes ``soak.json`` (``summary``: ``errors`` = 5xx + socket errors + timeouts + 429s,
@@ -65,7 +65,8 @@ class RssSampler(threading.Thread):
 
 
 def delay_for(rate_rps: float, latency_ms: float) -> float:
-    """Pause per connection so that ``CONNECTIONS`` connections send ``rate_rps`` in total."""
+    """Pause per connection so that ``CONNECTIONS`` connections, each waiting ``latency_ms`` for a
+    response, send ``rate_rps`` in total (rate = connections / (latency + pause))."""
     return max(0.0, CONNECTIONS / rate_rps * 1000.0 - latency_ms)
 
 
@@ -98,8 +99,9 @@ def run(models_dir: Path, out_dir: Path, segments: int = 10, segment_s: float = 
                              "429": r["429"], "socket_errors": r["socket_errors"], "timeouts": r["timeouts"]})
             print(f"  segment {i}: {rate:.0f} req/s, p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, "
                   f"rss {sampler.samples[-1][1] / 2**20:.0f} MiB", file=sys.stderr, flush=True)
-            mean_ms = (r["p50_ms"] + r["p99_ms"]) / 2
-            delay_ms = delay_for(target, mean_ms) if rate > 0 else delay_ms
+            if rate > 0:  # the mean time a request took, from the rate the pause produced
+                served_ms = max(0.0, CONNECTIONS / rate * 1000.0 - delay_ms)
+                delay_ms = delay_for(target, served_ms)
         sampler.stopped.set()
         sampler.join()
     finally:
