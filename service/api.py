@@ -23,7 +23,7 @@ from service.batching import BatchLimits, BatcherClosed, DeadlineExceeded, Dynam
 from service.metrics import Metrics, exposition
 from service.middleware import ApiKeys, BodyLimit, DrainGate, JsonByDefault, MetricsMiddleware, RequestContext
 from service.registry import (SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION, ArtifactError, LoadedModel,
-                              load_models)
+                              TooManyTokens, load_models)
 from service.runtime import RuntimeSetupError, onnxruntime_distribution, select_providers
 from service.schemas import (ClassifyBatchResponse, ClassifyResponse, ErrorBody, InferenceRequest,
                              NerBatchResponse, NerResponse)
@@ -187,18 +187,17 @@ def create_app(settings: Settings, models: dict[str, LoadedModel] | None = None)
         texts = body.all_texts()
         single = body.text is not None
         check_limits(texts, single)
-        if sum(map(len, texts)) <= INLINE_TOKENIZE_CHARS:
-            sequences = model.tokenize(texts)  # tens of microseconds: cheaper than a thread hop
-        else:  # off the event loop; one large request per core at a time bounds tokenization memory
-            async with large_requests:
-                sequences = await asyncio.to_thread(model.tokenize, texts)
+        try:  # a request over the queue's token bound could never be admitted, or would lock others out
+            if sum(map(len, texts)) <= INLINE_TOKENIZE_CHARS:
+                sequences = model.tokenize(texts, settings.max_queued_tokens)  # cheaper than a thread hop
+            else:  # off the event loop; one large request per core at a time bounds tokenization memory
+                async with large_requests:
+                    sequences = await asyncio.to_thread(model.tokenize, texts, settings.max_queued_tokens)
+        except TooManyTokens as exc:
+            raise ApiError(413, "too_many_tokens", f"request has {exc}, at most {settings.max_queued_tokens} "
+                           "(PRESSO_MAX_QUEUED_TOKENS) per request", "body.text" if single else "body.texts")
         check_long_texts(model, sequences, single)
         flat = [item for windows in sequences for item in windows]
-        tokens = sum(item.tokens for item in flat)
-        if tokens > settings.max_queued_tokens:  # could never be admitted, or would lock others out
-            raise ApiError(413, "too_many_tokens", f"request has {tokens} tokens, at most "
-                           f"{settings.max_queued_tokens} (PRESSO_MAX_QUEUED_TOKENS) per request",
-                           "body.text" if single else "body.texts")
         try:
             partials = await unless_disconnected(request, batcher.submit(flat, deadline))
         except Overloaded as exc:
@@ -279,9 +278,11 @@ def create_app(settings: Settings, models: dict[str, LoadedModel] | None = None)
                 if (new.name, new.task) != (old.name, old.task):
                     raise ArtifactError(f"{old.path} now holds {new.name!r} ({new.task}), not {name!r} ({old.task})")
                 batcher = await start_serving(new)
-            except (ArtifactError, RuntimeSetupError, OSError) as exc:
-                log.warning("reload of %s refused: %s", name, exc)
-                raise ApiError(422, "invalid_artifact", f"{exc}; still serving version {old.version}", "path.name")
+            except Exception as exc:  # whatever is wrong with the new files, the old version keeps serving
+                reason = str(exc) if isinstance(exc, (ArtifactError, RuntimeSetupError)) else f"{type(exc).__name__}: {exc}"
+                log.warning("reload of %s refused: %s", name, reason)
+                raise ApiError(422, "invalid_artifact", f"{reason[:500]}; still serving version {old.version}",
+                               "path.name")
             previous = state.batchers[name]
             state.models[name], state.batchers[name] = new, batcher  # one step: no request sees a mix
             log.info("model %s: version %s replaced %s", name, new.version, old.version)
@@ -373,7 +374,8 @@ def install_error_handlers(app: FastAPI) -> None:
                                   "body.texts")
         if first.get("type") == "json_invalid":
             return error_response(400, "invalid_json", f"request body is not valid JSON: {first.get('msg')}", "body")
-        message = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in errors[:5])
+        message = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))[:100]}: {e.get('msg')}" for e in errors[:5])
+        field = field[:100]  # an unknown key can be any size; it is named, not echoed in full
         return error_response(422, "invalid_request", message, field)
 
     @app.exception_handler(StarletteHTTPException)

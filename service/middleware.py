@@ -72,6 +72,14 @@ class MetricsMiddleware:
 
         try:
             await self.app(scope, receive, send_and_observe)
+        except asyncio.CancelledError:  # the server stopped (shutdown grace over) before this finished
+            if status == "499":
+                try:
+                    await send_error(send_and_observe, 503, "shutting_down", "the service stopped before this "
+                                     "request finished; retry on another replica")
+                except Exception:  # the connection is already gone
+                    pass
+            raise
         except BaseException:
             status = "500" if status == "499" else status
             raise
@@ -150,8 +158,13 @@ class ApiKeys:
 
     def __init__(self, app, settings) -> None:
         self.app, self.settings = app, settings
+        # Configured = a keys variable or file is set: then an empty list refuses everyone (a
+        # revoked or half-rotated Secret must not open the service).
+        self.enabled = settings.api_keys is not None or settings.api_keys_file is not None
         self.keys = settings.api_key_list()
         self.stamp = self._stamp()
+        if self.enabled and not self.keys:
+            log.warning("API keys are configured but none is set: every protected request gets 401")
 
     def _stamp(self) -> int | None:
         path = self.settings.api_keys_file
@@ -171,21 +184,18 @@ class ApiKeys:
         return self.keys
 
     def allowed(self, scope, keys: list[bytes]) -> bool:
-        given = header(scope, b"x-api-key")
         auth = header(scope, b"authorization")
-        if given is None and auth is not None and auth[:7].lower() == b"bearer ":
-            given = auth[7:].strip()
-        if given is None:
-            return False
+        offered = [header(scope, b"x-api-key"), auth[7:].strip() if auth and auth[:7].lower() == b"bearer " else None]
         match = False
-        for key in keys:
-            match |= hmac.compare_digest(key, given)
+        for given in filter(None, offered):
+            for key in keys:
+                match |= hmac.compare_digest(key, given)
         return match
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["path"].startswith(self.PROTECTED):
+        if self.enabled and scope["type"] == "http" and scope["path"].startswith(self.PROTECTED):
             keys = self.current_keys() if self.settings.api_keys_file else self.keys
-            if keys and not self.allowed(scope, keys):
+            if not self.allowed(scope, keys):
                 return await send_error(send, 401, "unauthorized", "missing or invalid API key",
                                         headers=[(b"www-authenticate", b"Bearer")])
         return await self.app(scope, receive, send)
@@ -196,15 +206,19 @@ class BodyLimit:
 
     A ``Content-Length`` over the limit is refused before reading; a chunked body is refused as soon
     as its running total passes it (413 ``body_too_large``). A body that does not arrive within
-    ``timeout_s`` gets 408 ``body_timeout``. A client that disconnects gets no answer. The app then
+    ``timeout_s`` gets 408 ``body_timeout``. At most ``BUFFERED_BODIES`` x ``max_bytes`` of bodies are
+    held at once across requests (429 ``overloaded`` beyond), so memory stays bounded however many
+    clients upload at the limit. A client that disconnects gets no answer. The app then
     receives the whole body in one message, and later ``receive()`` calls (disconnect watching)
     go to the server.
     """
 
     METHODS = ("POST", "PUT", "PATCH")
+    BUFFERED_BODIES = 4  # bodies of the largest size held at once, in all; beyond: 429
 
     def __init__(self, app, max_bytes: int, timeout_s: float) -> None:
         self.app, self.max_bytes, self.timeout_s = app, max_bytes, timeout_s
+        self.buffered = 0  # bytes of bodies being read or served, all requests together
 
     async def too_large(self, send, size: str) -> None:
         await send_error(send, 413, "body_too_large", f"request body is {size} bytes, at most {self.max_bytes} "
@@ -218,27 +232,35 @@ class BodyLimit:
             return await self.too_large(send, declared.decode())
         chunks, size = [], 0
         try:
-            async with asyncio.timeout(self.timeout_s):
-                while True:
-                    message = await receive()
-                    if message["type"] == "http.disconnect":
-                        return
-                    chunk = message.get("body", b"")
-                    size += len(chunk)
-                    if size > self.max_bytes:
-                        return await self.too_large(send, f"more than {self.max_bytes}")
-                    chunks.append(chunk)
-                    if not message.get("more_body", False):
-                        break
-        except TimeoutError:
-            return await send_error(send, 408, "body_timeout", f"request body not received within "
-                                    f"{self.timeout_s:g} s (PRESSO_BODY_READ_TIMEOUT_S)", "body")
-        pending = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    while True:
+                        message = await receive()
+                        if message["type"] == "http.disconnect":
+                            return
+                        chunk = message.get("body", b"")
+                        size += len(chunk)
+                        self.buffered += len(chunk)
+                        if size > self.max_bytes:
+                            return await self.too_large(send, f"more than {self.max_bytes}")
+                        if self.buffered > self.BUFFERED_BODIES * self.max_bytes:
+                            return await send_error(send, 429, "overloaded", "too many large request bodies at "
+                                                    "once; retry shortly", headers=[(b"retry-after", b"1")])
+                        chunks.append(chunk)
+                        if not message.get("more_body", False):
+                            break
+            except TimeoutError:
+                return await send_error(send, 408, "body_timeout", f"request body not received within "
+                                        f"{self.timeout_s:g} s (PRESSO_BODY_READ_TIMEOUT_S)", "body")
+            pending = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+            chunks.clear()
 
-        async def replay():
-            return pending.pop() if pending else await receive()
+            async def replay():
+                return pending.pop() if pending else await receive()
 
-        await self.app(scope, replay, send)
+            await self.app(scope, replay, send)
+        finally:
+            self.buffered -= size  # held until the request is answered
 
 
 class JsonByDefault:

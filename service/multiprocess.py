@@ -54,8 +54,12 @@ class PressoWorker(UvicornWorker):
 
         from service.server import DrainingServer
 
+        from service.protocol import protocol_class
+
+        settings = self.wsgi.state.presso.settings
         self.config.app = self.wsgi
-        self.config.timeout_graceful_shutdown = self.wsgi.state.presso.settings.shutdown_grace_s
+        self.config.timeout_graceful_shutdown = settings.shutdown_grace_s
+        self.config.http = protocol_class(settings.max_header_bytes, settings.header_read_timeout_s)
         server = DrainingServer(self.config, self.wsgi.state.presso, self.config.timeout_graceful_shutdown)
         self._install_sigquit_handler()
         await server.serve(sockets=self.sockets)

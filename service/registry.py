@@ -21,6 +21,14 @@ log = logging.getLogger(__name__)
 TOKEN_CLASSIFICATION = "token-classification"
 SEQUENCE_CLASSIFICATION = "sequence-classification"
 TASKS = (TOKEN_CLASSIFICATION, SEQUENCE_CLASSIFICATION)
+MAX_SEQ_LEN_LIMIT = 8192  # BERT-family position tables are 512; beyond this attention memory explodes
+
+
+TOKENIZE_CHUNK = 16  # texts tokenized between two checks of a request's token bound
+
+
+class TooManyTokens(ValueError):
+    """A request has more tokens than it may queue."""
 
 
 class ArtifactError(RuntimeError):
@@ -61,12 +69,34 @@ class LoadedModel:
         self.name: str = self.manifest["name"]
         self.task: str = self.manifest["task"]
         self.labels: list[str] = list(self.manifest["labels"])
-        self.encoder = TextEncoder(path / "tokenizer.json", int(self.manifest["max_seq_len"]), stride_tokens)
+        try:
+            self.encoder = TextEncoder(path / "tokenizer.json", int(self.manifest["max_seq_len"]), stride_tokens)
+        except Exception as exc:  # the tokenizers library raises plain Exception for a bad file
+            raise ArtifactError(f"{path}/tokenizer.json cannot be loaded: {exc}") from exc
         self.onnx = OnnxModel(path / self.manifest["model_file"], providers, intra_op_threads, spinning)
+        self._check_logits()
         # Alone, nothing competes for the cores, and without spinning each of the graph's ~100
         # parallel operators would pay a thread wake-up (measured: p50 at 1 client 3.2 -> 4.9 ms).
         self.onnx_alone = (OnnxModel(path / self.manifest["model_file"], providers, 0, spinning=True)
                            if alone_session and intra_op_threads != 0 else self.onnx)
+
+    def _check_logits(self) -> None:
+        """Run one sequence of ``max_seq_len`` tokens: the model must accept the manifest's length and
+        give ``[1, seq_len, num_labels]`` / ``[1, num_labels]`` logits for the manifest's labels.
+
+        Raises:
+            ArtifactError: it fails or the logits do not match the manifest.
+        """
+        encoded = self.encoder.encode(["x " * self.encoder.max_seq_len])[0]
+        try:
+            logits = self.onnx.run(pad_batch([encoded], self.encoder.pad_id))
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ArtifactError(f"{self.path}: the model fails on a {encoded.length}-token input "
+                                f"(max_seq_len {self.encoder.max_seq_len}): {type(exc).__name__}") from exc
+        want = (1, encoded.length, len(self.labels)) if self.task == TOKEN_CLASSIFICATION else (1, len(self.labels))
+        if tuple(logits.shape) != want:
+            raise ArtifactError(f"{self.path}: logits of shape {tuple(logits.shape)}, the manifest implies {want} "
+                                f"({self.task}, {len(self.labels)} labels)")
 
     def describe(self) -> dict:
         """``name``, ``task``, ``version`` (first 12 hex digits of the model file's sha256), ``loaded_at``
@@ -75,12 +105,27 @@ class LoadedModel:
         return {"name": self.name, "task": self.task, "version": self.version, "loaded_at": loaded, "path": str(self.path),
                 "manifest": self.manifest}
 
-    def tokenize(self, texts: list[str]) -> list[list[Item]]:
+    def tokenize(self, texts: list[str], max_tokens: int | None = None) -> list[list[Item]]:
         """The sequences of each text: token classification splits a text longer than
-        ``max_seq_len`` into overlapping windows; sequence classification truncates it."""
-        if self.task == TOKEN_CLASSIFICATION:
-            return [[Item(t, w) for w in windows] for t, windows in zip(texts, self.encoder.encode_windows(texts))]
-        return [[Item(t, e)] for t, e in zip(texts, self.encoder.encode(texts))]
+        ``max_seq_len`` into overlapping windows; sequence classification truncates it.
+
+        Raises:
+            TooManyTokens: more than ``max_tokens`` in all (checked every ``TOKENIZE_CHUNK`` texts,
+                so a huge request is refused before all of it is tokenized).
+        """
+        out: list[list[Item]] = []
+        total, step = 0, len(texts) if max_tokens is None else TOKENIZE_CHUNK
+        for at in range(0, len(texts), max(1, step)):
+            chunk = texts[at: at + step]
+            if self.task == TOKEN_CLASSIFICATION:
+                out += [[Item(t, w) for w in windows] for t, windows in zip(chunk, self.encoder.encode_windows(chunk))]
+            else:
+                out += [[Item(t, e)] for t, e in zip(chunk, self.encoder.encode(chunk))]
+            total += sum(item.tokens for windows in out[at:] for item in windows)
+            if max_tokens is not None and total > max_tokens:
+                raise TooManyTokens(f"more than {max_tokens} tokens (counted {total} in the first {at + len(chunk)} "
+                                    f"of {len(texts)} texts)")
+        return out
 
     def infer(self, items: list[Item], alone: bool = False) -> list:
         """Run one padded batch ``[batch, seq_len]``; one partial result per item, in order.
@@ -121,11 +166,26 @@ def read_manifest(path: Path) -> dict:
         manifest = json.loads(manifest_path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise ArtifactError(f"{manifest_path}: cannot read manifest ({exc})") from exc
+    if not isinstance(manifest, dict):
+        raise ArtifactError(f"{manifest_path}: not a JSON object")
     missing = [k for k in ("name", "task", "labels", "max_seq_len", "model_file", "model_sha256") if k not in manifest]
     if missing:
         raise ArtifactError(f"{manifest_path}: missing keys {missing}")
     if manifest["task"] not in TASKS:
         raise ArtifactError(f"{manifest_path}: task {manifest['task']!r} is not one of {TASKS}")
+    problems = [problem for ok, problem in (
+        (isinstance(manifest["name"], str) and manifest["name"], "name must be a non-empty string"),
+        (isinstance(manifest["labels"], list) and len(manifest["labels"]) >= 2
+         and all(isinstance(x, str) for x in manifest["labels"]) and len(set(manifest["labels"])) == len(manifest["labels"]),
+         "labels must be a list of at least 2 distinct strings"),
+        (type(manifest["max_seq_len"]) is int and 8 <= manifest["max_seq_len"] <= MAX_SEQ_LEN_LIMIT,
+         f"max_seq_len must be an integer from 8 to {MAX_SEQ_LEN_LIMIT}"),
+        (isinstance(manifest["model_file"], str) and manifest["model_file"]
+         and Path(manifest["model_file"]).name == manifest["model_file"], "model_file must be a file name in the artifact"),
+        (isinstance(manifest["model_sha256"], str), "model_sha256 must be a string"),
+    ) if not ok]
+    if problems:
+        raise ArtifactError(f"{manifest_path}: {'; '.join(problems)}")
     for name in (manifest["model_file"], "tokenizer.json"):
         if not (path / name).is_file():
             raise ArtifactError(f"{path}: {name} is missing")

@@ -21,6 +21,7 @@ import time
 import uvicorn
 
 from service.logs import configure_logging
+from service.protocol import protocol_class
 from service.settings import Settings, unknown_variables
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,9 @@ class DrainingServer(uvicorn.Server):
             quiet = self.state.active == 0 and now - self.state.last_request_at >= QUIET_S
             if quiet or now >= self.drain_deadline:
                 log.info("drained (%d requests still running); stopping", self.state.active)
+                # uvicorn waits timeout_graceful_shutdown again for open connections: only what is left
+                # of the grace (at least 1 s), then cancelled requests are answered 503 (MetricsMiddleware)
+                self.config.timeout_graceful_shutdown = max(1.0, self.drain_deadline - now)
                 self.should_exit = True
         return await super().on_tick(counter)
 
@@ -75,7 +79,8 @@ def run(settings: Settings) -> None:
 
     app = create_app(settings)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
-                            timeout_graceful_shutdown=settings.shutdown_grace_s, access_log=False, log_config=None)
+                            timeout_graceful_shutdown=settings.shutdown_grace_s, access_log=False, log_config=None,
+                            http=protocol_class(settings.max_header_bytes, settings.header_read_timeout_s))
     server = DrainingServer(config, app.state.presso, settings.shutdown_grace_s)
     signal.signal(signal.SIGTERM, _drained)  # restored by uvicorn, then called with the captured signal
     signal.signal(signal.SIGINT, _drained)

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -53,6 +53,10 @@ class Settings(BaseSettings):
                                 "reading more (Content-Length or chunked)")
     body_read_timeout_s: float = Field(30.0, gt=0, description="longest time to receive a request body (408 "
                                        "beyond: a stalled upload does not hold a connection)")
+    max_header_bytes: int = Field(65536, ge=1024, description="largest request head (request line + headers) "
+                                  "in bytes; 431 beyond")
+    header_read_timeout_s: float = Field(10.0, gt=0, description="longest time to receive a request's headers "
+                                         "after connecting or after the previous response (408 beyond)")
     warmup: bool = Field(True, description="run one inference per model before reporting ready")
     shutdown_grace_s: float = Field(30.0, gt=0, description="on SIGTERM, longest wait for accepted requests "
                                     "to finish")
@@ -64,9 +68,15 @@ class Settings(BaseSettings):
                                        "Kubernetes Secret); '#' starts a comment")
     metrics_port: int | None = Field(None, ge=1, le=65535, description="serve /metrics on this port instead of "
                                      "the API port")
-    log_level: str = Field("INFO", description="Python logging level")
+    log_level: Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"] = Field(
+        "INFO", description="Python logging level")
     log_format: Literal["json", "text"] = Field("json", description="json: one object per line with request_id; "
                                                 "text: for humans")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def upper_case_level(cls, value):
+        return value.upper() if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def keys_file_readable(self) -> "Settings":

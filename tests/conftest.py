@@ -27,7 +27,12 @@ class LiveServer:
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        from service.protocol import protocol_class
+
+        settings = app.state.presso.settings  # the service's own HTTP protocol and limits, as in production
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                                    http=protocol_class(settings.max_header_bytes,
+                                                                        settings.header_read_timeout_s)))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> "LiveServer":

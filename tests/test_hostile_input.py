@@ -16,7 +16,8 @@ from tests.conftest import LiveServer, make_settings
 def small_limits(fake_models_dir):
     from service.api import create_app
 
-    app = create_app(make_settings(fake_models_dir, max_body_bytes=2048, body_read_timeout_s=1.0))
+    app = create_app(make_settings(fake_models_dir, max_body_bytes=2048, body_read_timeout_s=1.0,
+                                   max_header_bytes=4096, header_read_timeout_s=1.0))
     with LiveServer(app) as server:
         yield server
 
@@ -81,6 +82,27 @@ def test_stalled_upload_gets_408_and_frees_the_connection(small_limits):
     assert status == 408 and body["error"] == "body_timeout"
 
 
+def test_oversized_headers_get_431_even_unfinished(small_limits):
+    head = b"POST /ner HTTP/1.1\r\nHost: x\r\nX-A: " + b"a" * 20000  # never finished
+    status, body = raw_request(small_limits, head)
+    assert status == 431 and body["error"] == "headers_too_large"
+
+
+def test_slow_headers_get_408_and_idle_connections_are_closed(small_limits):
+    status, body = raw_request(small_limits, b"POST /ner HTTP/1.1\r\nHost: x\r\n")  # and then nothing
+    assert status == 408 and body["error"] == "header_timeout"
+    with socket.create_connection(("127.0.0.1", small_limits.port), timeout=10) as s:
+        assert s.recv(100) == b""  # closed by the server after the header timeout, nothing sent
+
+
+@pytest.mark.parametrize("head", [b"GARBAGE\r\n\r\n", b"GET /ner HTTP/9.9\r\n\r\n",
+                                  b"POST /ner HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+                                  b"POST /ner HTTP/1.1\r\nX-Request-ID: a\x01b\r\n\r\n"])
+def test_malformed_http_gets_a_json_400(small_limits, head):
+    status, body = raw_request(small_limits, head)
+    assert status == 400 and body["error"] == "invalid_http"
+
+
 def test_many_unknown_fields_give_one_error_naming_the_first(live_server):
     body = {f"k{i}": 1 for i in range(50_000)} | {"text": "a"}
     r = httpx.post(live_server.url + "/ner", json=body, timeout=30)
@@ -117,3 +139,24 @@ def test_malformed_bodies_get_a_json_4xx(live_server, body, status, error):
     r = httpx.post(live_server.url + "/classify", content=body, headers={"content-type": "application/json"})
     assert r.status_code == status, r.text
     assert r.json()["error"] == error and r.json()["message"]
+
+
+def test_bodies_held_at_once_are_bounded(small_limits):
+    """Five uploads of 1,500 bytes each stall before their last byte: the fifth would pass
+    4 x 2,048 buffered bytes and is refused at once with 429."""
+    import time
+
+    head = (b"POST /ner HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1500\r\n\r\n")
+    held = [socket.create_connection(("127.0.0.1", small_limits.port), timeout=10) for _ in range(6)]
+    try:
+        for s in held[:5]:
+            s.sendall(head + b" " * 1499)  # one byte short
+        time.sleep(0.3)
+        status, body = raw_request(small_limits, head, [b" " * 1500])
+        assert status == 429 and body["error"] == "overloaded"
+    finally:
+        for s in held:
+            s.close()
+    time.sleep(1.2)  # the stalled ones time out (408) and release their bytes
+    status, _ = raw_request(small_limits, head.replace(b"1500", b"19"), [b'{"text": "John ok"}'])
+    assert status == 200

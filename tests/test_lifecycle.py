@@ -137,3 +137,64 @@ def test_reload_swaps_versions_without_failing_requests_and_refuses_a_bad_artifa
         assert answers and set(answers) == {200}
         assert c.post("/models/nope/reload").status_code == 404
         assert c.post("/ner", json={"text": "John lives in Paris"}).status_code == 200
+
+
+def edit_manifest(artifact: Path, **changes) -> None:
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    manifest.update(changes)
+    (artifact / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("breakage", [
+    {"max_seq_len": 100_000}, {"max_seq_len": "abc"}, {"max_seq_len": -5}, {"max_seq_len": True},
+    {"labels": ["O", "B-PER"]}, {"labels": 5}, {"labels": []}, {"model_file": 5}, {"model_file": "../x.onnx"},
+    {"task": "sequence-classification"}, "tokenizer", "other-model",
+])
+def test_reload_refuses_artifacts_that_would_break_serving(fake_models_dir, tmp_path, breakage):
+    from service.api import create_app
+
+    models = tmp_path / "models"
+    shutil.copytree(fake_models_dir, models)
+    artifact = models / "fake-ner"
+    app = create_app(make_settings(models))
+    with LiveServer(app) as server, httpx.Client(base_url=server.url, timeout=30) as c:
+        if breakage == "tokenizer":
+            (artifact / "tokenizer.json").write_text("{}")
+        elif breakage == "other-model":  # a valid file of the other task, with its checksum
+            shutil.copy(models / "fake-sentiment" / "model.onnx", artifact / "model.onnx")
+            edit_manifest(artifact, model_sha256=hashlib.sha256((artifact / "model.onnx").read_bytes()).hexdigest())
+        else:
+            edit_manifest(artifact, **breakage)
+        r = c.post("/models/fake-ner/reload")
+        assert r.status_code == 422 and r.json()["error"] == "invalid_artifact", r.text
+        long_text = "John lives in Paris . " * 200  # several windows
+        assert c.post("/ner", json={"text": long_text}).status_code == 200
+
+
+def test_requests_still_running_at_the_grace_deadline_get_a_json_503_and_exit_is_on_time(fake_models_dir, tmp_path):
+    port = free_port()
+    env = {**os.environ, "PRESSO_MODELS_DIR": str(fake_models_dir), "PRESSO_PORT": str(port),
+           "PRESSO_SHUTDOWN_GRACE_S": "2", "PRESSO_MAX_BATCH_SIZE": "1", "PRESSO_INFERENCE_THREADS": "1",
+           "PRESSO_ALL_CORES_WHEN_IDLE": "false", "PRESSO_WARMUP": "false", "SLOW_INFER_S": "4"}
+    with open(tmp_path / "server.log", "wb") as log_file:
+        proc = subprocess.Popen([sys.executable, "-m", "tests.slow_server"], cwd=ROOT, env=env, stdout=log_file,
+                                stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, proc)
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            futures = [pool.submit(httpx.post, url + "/ner", json={"text": f"John {i}"}, timeout=30) for i in range(3)]
+            time.sleep(0.5)  # one batch running (4 s), two queued
+            signalled = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            answers = [f.result() for f in futures]
+        assert proc.wait(timeout=30) == 0
+        took_s = time.monotonic() - signalled
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert took_s < 2 + 3, took_s  # the grace, plus the running batch's rest and shutdown; never twice the grace
+    for r in answers:
+        assert r.status_code in (200, 503) and r.headers["content-type"] == "application/json", r.text
+        if r.status_code == 503:
+            assert r.json()["error"] == "shutting_down"

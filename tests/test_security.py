@@ -101,6 +101,9 @@ def test_rotated_keys_file_takes_effect_without_restart(fake_models_dir, tmp_pat
         keys.write_text("new-key\n")
         os.utime(keys, ns=(1, 1))  # a different modification time, however fast the test runs
         assert (status("old-key"), status("new-key")) == (401, 200)
+        keys.write_text("# every key revoked\n")
+        os.utime(keys, ns=(2, 2))
+        assert (status("old-key"), status("new-key"), status("")) == (401, 401, 401)  # empty: closed, not open
 
 
 def test_unreadable_keys_file_is_a_settings_error(tmp_path):
