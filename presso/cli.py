@@ -104,7 +104,8 @@ def serve(
         settings = Settings(**overrides)
     except ValidationError as exc:
         for error in exc.errors():
-            typer.echo(f"error: PRESSO_{str(error['loc'][0]).upper()}: {error['msg']}", err=True)
+            where = f"PRESSO_{str(error['loc'][0]).upper()}: " if error["loc"] else ""  # cross-field checks have none
+            typer.echo(f"error: {where}{error['msg']}", err=True)
         raise typer.Exit(2)
     run(settings)
 

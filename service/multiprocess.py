@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.glogging import Logger
 from uvicorn_worker import UvicornWorker
 
 from service.settings import Settings
@@ -31,15 +32,27 @@ log = logging.getLogger(__name__)
 ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
-def prepare_metrics_dir() -> Path:
+def prepare_metrics_dir() -> tuple[Path, bool]:
     """A fresh, empty ``PROMETHEUS_MULTIPROC_DIR`` (set in the environment before workers fork, so
-    prometheus-client in every worker writes its values there)."""
+    prometheus-client in every worker writes its values there), and whether it was made here (then
+    it is removed at exit)."""
+    made = not os.environ.get(ENV)
     path = Path(os.environ.get(ENV) or tempfile.mkdtemp(prefix="presso-metrics-"))
     if path.exists():
         shutil.rmtree(path)
     path.mkdir(parents=True)
     os.environ[ENV] = str(path)
-    return path
+    return path, made
+
+
+class JsonGunicornLogger(Logger):
+    """gunicorn's own messages go through the root logger (JSON lines, like the service's)."""
+
+    def setup(self, cfg) -> None:
+        super().setup(cfg)
+        for logger in (self.error_log, self.access_log):
+            logger.handlers = []
+            logger.propagate = True
 
 
 class PressoWorker(UvicornWorker):
@@ -85,7 +98,8 @@ class PressoArbiter(BaseApplication):
         for key, value in {"bind": f"{s.host}:{s.port}", "workers": s.workers,
                            "worker_class": f"{PressoWorker.__module__}.{PressoWorker.__name__}",
                            "graceful_timeout": int(s.shutdown_grace_s + 5), "timeout": 120, "keepalive": 5,
-                           "child_exit": _child_exit, "loglevel": s.log_level.lower()}.items():
+                           "child_exit": _child_exit, "loglevel": s.log_level.lower(),
+                           "logger_class": f"{JsonGunicornLogger.__module__}.{JsonGunicornLogger.__name__}"}.items():
             self.cfg.set(key, value)
 
     def load(self):
@@ -106,12 +120,16 @@ def run(settings: Settings) -> None:
 
     if "prometheus_client" in sys.modules:
         raise RuntimeError("prometheus_client was imported before PROMETHEUS_MULTIPROC_DIR was set")
-    prepare_metrics_dir()
-    log.info("starting %d workers, metrics aggregated in %s", settings.workers, os.environ[ENV])
+    path, made = prepare_metrics_dir()
+    log.info("starting %d workers, metrics aggregated in %s", settings.workers, path)
     if settings.metrics_port:
         from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
         start_http_server(settings.metrics_port, settings.host, registry)
-    PressoArbiter(settings).run()
+    try:
+        PressoArbiter(settings).run()
+    finally:
+        if made:
+            shutil.rmtree(path, ignore_errors=True)

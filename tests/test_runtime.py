@@ -101,3 +101,13 @@ def test_unknown_presso_variables_are_reported_and_bad_values_are_one_line_error
     result = CliRunner().invoke(app, ["serve"])
     assert result.exit_code == 2 and "PRESSO_CLASSIFY_LONG_TEXT" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_cross_field_settings_error_is_one_line_too(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from presso.cli import app
+
+    monkeypatch.setenv("PRESSO_API_KEYS_FILE", str(tmp_path / "missing"))
+    result = CliRunner().invoke(app, ["serve"])
+    assert result.exit_code == 2 and "api_keys_file" in result.output and "Traceback" not in result.output
