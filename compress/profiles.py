@@ -21,8 +21,8 @@ class Profile(BaseModel):
     max_seq_len: int = 128
     label_continuations: bool = Field(True, description="NER: train later sub-tokens of a word as inside "
                                       "its entity (see compress.train)")
-    prune_heads_ratio: float = Field(0.25, description="fraction of all attention heads removed")
-    prune_ffn_ratio: float = Field(0.5, description="fraction of FFN intermediate neurons removed per layer")
+    prune_heads_ratio: float = Field(0.35, description="fraction of all attention heads removed")
+    prune_ffn_ratio: float = Field(0.55, description="fraction of FFN intermediate neurons removed per layer")
     importance_batches: int = 40
     require_batch_invariance: bool = Field(True, description="only INT8 variants whose predictions do not depend "
                                            "on batch-mates may ship (rules out dynamic INT8)")
@@ -31,7 +31,7 @@ class Profile(BaseModel):
     selection_examples: int = Field(1000, description="validation examples used to choose the INT8 variant")
     calibration_examples: int = Field(256, description="training texts for static calibration (batch 1, unpadded)")
     invariance_examples: int = Field(500, description="test texts re-run alone to measure batch invariance")
-    recovery_epochs: float = 1.0
+    recovery_epochs: float = 2.0
     distill_alpha: float = Field(0.5, ge=0, le=1, description="recovery loss weight of the fp32 teacher's soft "
                                  "targets (0 = gold labels only)")
     distill_temperature: float = Field(2.0, gt=0, description="softmax temperature of logit distillation")
@@ -48,7 +48,7 @@ PROFILES: dict[str, Profile] = {
     "default": Profile(name="default", epochs={"ner": 2.0, "classify": 1.0}, max_train_examples={"classify": 12000},
                        eval_steps=150),
     "full": Profile(name="full", epochs={"ner": 3.0, "classify": 1.0}, learning_rate=8e-5, eval_steps=300,
-                    importance_batches=100, recovery_epochs=1.0, early_stopping_patience=3),
+                    importance_batches=100, recovery_epochs=2.0, early_stopping_patience=3),
     "smoke": Profile(name="smoke", epochs={"ner": 1.0, "classify": 1.0}, max_train_examples={"ner": 3200, "classify": 2400},
                      max_eval_examples=400, eval_steps=50, importance_batches=8, recovery_epochs=0.3, latency_runs=5,
                      # a plumbing budget: a few minutes of training cannot keep within 1 point, and the gate

@@ -19,7 +19,8 @@ def task(metric: str) -> dict:
     return {"metric": metric, "shipped_variant": "static", "test_examples": 100, "variants": {
         "pytorch_fp32": variant(90_000_000, 0.85, 50.0, metric),
         "pruned_int8_static": variant(20_000_000, 0.842, 210.0, metric),
-        "shipped": variant(20_000_000, 0.842, 210.0, metric)}}
+        "shipped": variant(20_000_000, 0.842, 210.0, metric)},
+        "paired_speedup_8x128": {"median": 4.2, "rounds": [4.1, 4.2, 4.3], "runs_per_round": 5}}
 
 
 def test_summary_has_the_exact_keys_and_ratios(tmp_path):
@@ -38,3 +39,21 @@ def test_summary_has_the_exact_keys_and_ratios(tmp_path):
 def test_missing_work_dir_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="--work-dir"):
         bench_model.variants(tmp_path / "nowhere", tmp_path / "artifact", "ner")
+
+
+def test_paired_speedup_alternates_and_takes_the_median_ratio():
+    import time
+
+    calls = []
+
+    def slow(_batch):
+        calls.append("slow")
+        time.sleep(0.004)
+
+    def fast(_batch):
+        calls.append("fast")
+        time.sleep(0.001)
+
+    result = bench_model.paired_speedup(slow, fast, runs=3, rounds=3, shape=(1, 4))
+    assert len(result["rounds"]) == 3 and 2.0 < result["median"] < 6.0
+    assert calls[:4] == ["slow"] * 4 and calls[4:8] == ["fast"] * 4  # warm-up + 3 runs, then the other
