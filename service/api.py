@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from contextlib import asynccontextmanager
 
@@ -21,13 +20,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.batching import BatchLimits, BatcherClosed, DeadlineExceeded, DynamicBatcher, InferenceError, Overloaded
 from service.metrics import Metrics, exposition
-from service.middleware import ApiKeys, BodyLimit, DrainGate, JsonByDefault, MetricsMiddleware, RequestContext
+from service.middleware import ApiKeys, BodyLimit, DrainGate, JsonByDefault, MetricsMiddleware
 from service.registry import (SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION, ArtifactError, LoadedModel,
                               TooManyTokens, load_models)
 from service.runtime import RuntimeSetupError, onnxruntime_distribution, select_providers
 from service.schemas import (ClassifyBatchResponse, ClassifyResponse, ErrorBody, InferenceRequest,
                              NerBatchResponse, NerResponse)
-from service.settings import Settings
+from service.settings import Settings, available_cores
 
 log = logging.getLogger(__name__)
 
@@ -115,15 +114,14 @@ def create_app(settings: Settings, models: dict[str, LoadedModel] | None = None)
     app.state.presso = state
     document_limits(app, settings)
     install_error_handlers(app)
-    # Starlette wraps the last added outermost: metrics -> request id -> drain -> keys -> body -> JSON.
+    # Starlette wraps the last added outermost: metrics + request id -> drain -> keys -> body -> JSON.
     app.add_middleware(JsonByDefault)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout_s=settings.body_read_timeout_s)
     app.add_middleware(ApiKeys, settings=settings)
     app.add_middleware(DrainGate, lifecycle=state)
-    app.add_middleware(RequestContext)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
 
-    large_requests = asyncio.Semaphore(os.cpu_count() or 1)
+    large_requests = asyncio.Semaphore(available_cores())
 
     def pick_model(task: str, requested: str | None) -> LoadedModel:
         if not state.ready:

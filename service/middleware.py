@@ -1,14 +1,14 @@
 """ASGI middleware around the FastAPI app (pure ASGI: no per-request task group). Outermost first:
 
-1. :class:`MetricsMiddleware`: request count and latency by endpoint and status.
-2. :class:`RequestContext`: request id (``X-Request-ID`` in, or generated; echoed back), one access
-   log line per request (method, path, status, duration; never the body).
-3. :class:`DrainGate`: during shutdown new requests get 503; counts the requests it lets in, so the
+1. :class:`MetricsMiddleware`: request count and latency by endpoint and status, request id
+   (``X-Request-ID`` in, or generated; echoed back), one access log line per request (method,
+   path, status, duration; never the body).
+2. :class:`DrainGate`: during shutdown new requests get 503; counts the requests it lets in, so the
    server can wait for them (see :mod:`service.server`).
-4. :class:`ApiKeys`: 401 on inference and model-management paths without a configured key.
-5. :class:`BodyLimit`: 413 for bodies over the limit before they are read into memory (also
+3. :class:`ApiKeys`: 401 on inference and model-management paths without a configured key.
+4. :class:`BodyLimit`: 413 for bodies over the limit before they are read into memory (also
    chunked ones without Content-Length), 408 for uploads that stall.
-6. :class:`JsonByDefault`: POST bodies without a JSON content type are read as JSON.
+5. :class:`JsonByDefault`: POST bodies without a JSON content type are read as JSON.
 
 Errors raised here are JSON :class:`service.schemas.ErrorBody` objects, like the app's own.
 """
@@ -48,8 +48,12 @@ def header(scope, name: bytes) -> bytes | None:
 
 
 class MetricsMiddleware:
-    """Request count and latency by endpoint and status; a client that left before any response
-    is counted as status 499 (nginx's "client closed request")."""
+    """Per request: count and latency by endpoint and status (a client that left before any
+    response is counted as status 499, nginx's "client closed request"); the request id (the
+    client's ``X-Request-ID`` when it is short printable ASCII, else a new UUID4), returned in
+    ``X-Request-ID`` and attached to every log record; one access log line (method, path, status,
+    duration; never the body; not for probes). A request cancelled by the server's shutdown before
+    it answered gets a JSON 503."""
 
     KNOWN = {"/ner", "/classify", "/health/live", "/health/ready", "/models", "/metrics"}
 
@@ -62,12 +66,17 @@ class MetricsMiddleware:
         started = time.perf_counter()
         path = scope["path"]
         endpoint = path if path in self.KNOWN else "/models/{name}/reload" if path.startswith("/models/") else "other"
+        given = header(scope, b"x-request-id")
+        rid = given.decode() if given and len(given) <= 128 and given.isascii() and given.decode().isprintable() \
+            else uuid.uuid4().hex
+        token = request_id.set(rid)
         status = "499"
 
         async def send_and_observe(message):
             nonlocal status
             if message["type"] == "http.response.start":
                 status = str(message["status"])
+                message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", rid.encode())]}
             await send(message)
 
         try:
@@ -84,42 +93,13 @@ class MetricsMiddleware:
             status = "500" if status == "499" else status
             raise
         finally:
+            elapsed_s = time.perf_counter() - started
             self.metrics.requests.labels(endpoint=endpoint, status=status).inc()
-            self.metrics.request_latency.labels(endpoint=endpoint, status=status).observe(
-                time.perf_counter() - started)
-
-
-class RequestContext:
-    """Request id and access log. The id is the client's ``X-Request-ID`` when it is short printable
-    ASCII, else a new UUID4; it is returned in ``X-Request-ID`` and attached to every log record."""
-
-    def __init__(self, app) -> None:
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        given = header(scope, b"x-request-id")
-        rid = given.decode() if given and len(given) <= 128 and given.isascii() and given.decode().isprintable() \
-            else uuid.uuid4().hex
-        token = request_id.set(rid)
-        started = time.perf_counter()
-        status = 499
-
-        async def send_with_id(message):
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", rid.encode())]}
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            if access_log.isEnabledFor(logging.INFO) and scope["path"] not in PROBES:
-                access_log.info("%s %s %s", scope["method"], scope["path"], status, extra={
-                    "method": scope["method"], "path": scope["path"], "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2)})
+            self.metrics.request_latency.labels(endpoint=endpoint, status=status).observe(elapsed_s)
+            if access_log.isEnabledFor(logging.INFO) and path not in PROBES:
+                access_log.info("%s %s %s", scope["method"], path, status, extra={
+                    "method": scope["method"], "path": path, "status": int(status),
+                    "duration_ms": round(elapsed_s * 1000, 2)})
             request_id.reset(token)
 
 

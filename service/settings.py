@@ -101,8 +101,12 @@ class Settings(BaseSettings):
         for models this small (measured in reports/serve-bench.json)."""
         if self.inference_threads:
             return self.inference_threads
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        return max(1, cores // self.intra_op_threads) if self.intra_op_threads else 1
+        return max(1, available_cores() // self.intra_op_threads) if self.intra_op_threads else 1
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity, e.g. a container's cpuset)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 NOT_SETTINGS = ("PRESSO_PODMAN_DIR", "PRESSO_WRK_")  # used by the project's scripts, not by the service

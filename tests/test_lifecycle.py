@@ -17,22 +17,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from presso.bench.net import wait_ready
 from tests.conftest import LiveServer, free_port, make_settings
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def wait_ready(url: str, proc: subprocess.Popen, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "server exited"
-        try:
-            if httpx.get(url + "/health/ready", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError("server did not become ready")
 
 
 def test_sigterm_drains_every_accepted_request_then_exits_0(fake_models_dir, tmp_path):
@@ -46,7 +34,7 @@ def test_sigterm_drains_every_accepted_request_then_exits_0(fake_models_dir, tmp
                                 stdout=log_file, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(url, proc)
+        wait_ready(url + "/health/ready", 60, proc)
         signalled = threading.Event()
         secret = "Zebulon Quayle lives in Paris"
 
@@ -181,7 +169,7 @@ def test_requests_still_running_at_the_grace_deadline_get_a_json_503_and_exit_is
                                 stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(url, proc)
+        wait_ready(url + "/health/ready", 60, proc)
         with concurrent.futures.ThreadPoolExecutor(3) as pool:
             futures = [pool.submit(httpx.post, url + "/ner", json={"text": f"John {i}"}, timeout=30) for i in range(3)]
             time.sleep(0.5)  # one batch running (4 s), two queued

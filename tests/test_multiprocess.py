@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from presso.bench.net import wait_ready
 from tests.conftest import free_port
-from tests.test_lifecycle import wait_ready
 
 psutil = pytest.importorskip("psutil")
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,7 +39,7 @@ def test_killed_worker_is_replaced_and_counters_stay_exact(fake_models_dir, tmp_
         proc = subprocess.Popen([sys.executable, "-m", "presso.cli", "serve"], cwd=ROOT, env=env, stdout=log,
                                 stderr=subprocess.STDOUT)
     try:
-        wait_ready(url, proc, 90)
+        wait_ready(url + "/health/ready", 90, proc)
         master = psutil.Process(proc.pid)
         deadline = time.monotonic() + 60
         while len(workers(master)) < 2 and time.monotonic() < deadline:
@@ -54,7 +54,7 @@ def test_killed_worker_is_replaced_and_counters_stay_exact(fake_models_dir, tmp_
             while (len(workers(master)) < 2 or victim in workers(master)) and time.monotonic() < deadline:
                 time.sleep(0.2)
             assert victim not in workers(master) and len(workers(master)) == 2
-            wait_ready(url, proc, 60)
+            wait_ready(url + "/health/ready", 60, proc)
             served = 0
             while served < 20:
                 r = c.post("/ner", json={"text": "John lives in Paris"})

@@ -235,13 +235,13 @@ def summarize(variants: dict, single: dict, manifest: dict, settings, duration_s
             "presso_settings": {k: getattr(settings, k) for k in (
                 "max_batch_size", "max_batch_tokens", "max_wait_ms", "sort_window", "padding_tolerance_tokens",
                 "intra_op_threads")} | {"inference_workers": settings.inference_workers()},
-            "cpu": _cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
+            "cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
         },
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

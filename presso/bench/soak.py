@@ -28,7 +28,7 @@ import psutil
 
 from presso.bench import wrk
 from presso.bench.net import free_port
-from presso.bench.serve import start_server, stop_server
+from presso.bench.serve import cpu_name, start_server, stop_server
 from presso.bench.texts import test_sentences
 
 CONNECTIONS = 16
@@ -132,17 +132,11 @@ def summarize(timeline: list[dict], rss: list[tuple[float, int]], capacity: floa
             "duration_s": round(len(timeline) * segment_s),
         },
         "setup": {"connections": CONNECTIONS, "paths": PATHS, "target_load_factor": load_factor,
-                  "segment_s": segment_s, "capacity_run": capacity_run, "cpu": _cpu(),
+                  "segment_s": segment_s, "capacity_run": capacity_run, "cpu": cpu_name(),
                   "texts": "1-8 CoNLL-2003 test sentences joined (weights 3/2/1/1/1 for 1/2/3/4/8)"},
         "timeline": timeline,
         "rss_samples": [[t, b] for t, b in rss],
     }
-
-
-def _cpu() -> str:
-    from presso.bench.serve import _cpu_name
-
-    return _cpu_name()
 
 
 def plot(report: dict, path: Path) -> None:
