@@ -6,11 +6,16 @@ Candidates (see :mod:`compress.quantize`):
 
 * ``static``: QDQ, u8 activations / s8 per-channel weights, classifier head and pooler fp32;
 * ``static_ffn_output_fp32``: the same with the FFN output projections fp32 too;
-* ``static_ffn_fp32``: with both FFN projections fp32 (attention INT8): the most faithful, largest;
+* ``static_ffn_fp32``: with both FFN projections fp32 (attention INT8);
+* ``static_scores_fp32`` / ``static_ffn_scores_fp32``: ``static`` / ``static_ffn_fp32`` with the two
+  activation-by-activation products of attention (``Q K^T`` and ``P V``, whose inputs have no fixed
+  range) fp32 too: only weight matrices are INT8;
 * ``dynamic_per_channel`` / ``dynamic``: dynamic INT8 on the fused graph (ONNX Runtime's
   recommended path for BERT), per-channel or per-tensor weights, ``reduce_range`` without VNNI.
   Dynamic INT8 computes activation scales per batch, so it is only eligible when the profile does
   not require batch invariance.
+* ``fp32``: no quantization (the fused fp32 graph, else the plain one): shipped only when no INT8
+  variant is eligible and the profile allows the fallback, so a build never fails for INT8 alone.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ import shutil
 from pathlib import Path
 
 from compress.evaluate import TestSet, agreement, fixed_shape_latency_ms
-from compress.quantize import FFN_NODES, FFN_OUTPUT_NODES, HEAD_NODES, quantize_dynamic, quantize_static
+from compress.quantize import (ATTENTION_SCORE_NODES, FFN_NODES, FFN_OUTPUT_NODES, HEAD_NODES, quantize_dynamic,
+                               quantize_static)
 
 log = logging.getLogger(__name__)
 TIMING_SHAPE = (8, 128)  # batch x tokens used to rank candidates by speed
@@ -29,15 +35,17 @@ INVARIANCE_EXAMPLES = 200
 
 def choose_int8(fp32_onnx: Path, optimized_onnx: Path | None, fp32_model, output: Path, calibration: list,
                 selection: TestSet, metric: str, max_drop_points: float, require_invariance: bool,
-                work: Path, timing_shape: tuple[int, int] = TIMING_SHAPE, min_agreement: float = 0.0) -> dict:
+                work: Path, timing_shape: tuple[int, int] = TIMING_SHAPE, min_agreement: float = 0.0,
+                fp32_fallback: bool = True) -> dict:
     """Build every candidate, keep the fastest eligible one at ``output``.
 
     Eligible: validation ``metric`` within ``max_drop_points`` of the fp32 ONNX model, predictions
     equal to the fp32 ONNX model's on at least ``min_agreement`` of validation words / texts (the
-    accuracy gate's check, so the shipped variant is one that can pass it), and the same predictions
-    alone and batched when ``require_invariance``. If none is eligible, the most
-    accurate batch-invariant (or, without that requirement, any) candidate ships and the accuracy
-    gate decides.
+    accuracy gate's check plus a margin, so the shipped variant passes it on test too), and the
+    same predictions alone and batched when ``require_invariance``. If no INT8 variant is
+    eligible, the fp32 graph ships when ``fp32_fallback`` (it is its own source: agreement 1.0);
+    otherwise the most faithful batch-invariant (or, without that requirement, any) candidate
+    ships and the accuracy gate decides.
 
     Returns:
         The chosen candidate's settings, ``chosen_because``, and every candidate's record.
@@ -52,9 +60,15 @@ def choose_int8(fp32_onnx: Path, optimized_onnx: Path | None, fp32_model, output
                                                               exclude_patterns=HEAD_NODES + FFN_OUTPUT_NODES)),
         ("static_ffn_fp32", lambda p: quantize_static(fp32_onnx, p, calibration,
                                                        exclude_patterns=HEAD_NODES + FFN_NODES)),
+        ("static_scores_fp32", lambda p: quantize_static(fp32_onnx, p, calibration,
+                                                          exclude_patterns=HEAD_NODES + ATTENTION_SCORE_NODES)),
+        ("static_ffn_scores_fp32", lambda p: quantize_static(
+            fp32_onnx, p, calibration, exclude_patterns=HEAD_NODES + FFN_NODES + ATTENTION_SCORE_NODES)),
         ("dynamic_per_channel", lambda p: quantize_dynamic(optimized_onnx or fp32_onnx, p, per_channel=True)),
         ("dynamic", lambda p: quantize_dynamic(optimized_onnx or fp32_onnx, p, per_channel=False)),
     ]
+    if fp32_fallback:
+        builders.append(("fp32", lambda p: _copy_fp32(optimized_onnx or fp32_onnx, p)))
     timing = f"p50_ms_{timing_shape[0]}x{timing_shape[1]}"
     tried = []
     for name, build in builders:
@@ -75,10 +89,10 @@ def choose_int8(fp32_onnx: Path, optimized_onnx: Path | None, fp32_model, output
                   "drop_points": round(100 * (float(reference) - score), 2),
                   "batch_invariance": round(invariance, 4), "size_bytes": path.stat().st_size,
                   timing: fixed_shape_latency_ms(model.run, *timing_shape)["p50_ms"],
-                  "graph": "fused" if name.startswith("dynamic") and optimized_onnx else "plain",
+                  "graph": "fused" if name.startswith(("dynamic", "fp32")) and optimized_onnx else "plain",
                   "settings": settings}
         record["agreement_with_fp32"] = agreement(reference_preds, preds)
-        record["eligible"] = bool(record["drop_points"] <= max_drop_points
+        record["eligible"] = name == "fp32" or bool(record["drop_points"] <= max_drop_points
                                   and record["agreement_with_fp32"] >= min_agreement
                                   and (invariance == 1.0 or not require_invariance))
         tried.append(record)
@@ -86,19 +100,33 @@ def choose_int8(fp32_onnx: Path, optimized_onnx: Path | None, fp32_model, output
                  name, metric, score, reference, invariance, record[timing], timing_shape,
                  "eligible" if record["eligible"] else "not eligible")
     built = [t for t in tried if "error" not in t]
-    eligible = [t for t in built if t["eligible"]]
+    eligible = [t for t in built if t["eligible"] and t["candidate"] != "fp32"]
+    fallback = [t for t in built if t["eligible"] and t["candidate"] == "fp32"]
     if eligible:
         chosen = min(eligible, key=lambda t: t[timing])
         reason = (f"fastest at {timing_shape[0]}x{timing_shape[1]} of the candidates within {max_drop_points} "
                   f"validation points of fp32 ONNX, agreeing on >= {min_agreement:.0%} of its predictions"
                   + (" and batch-invariant" if require_invariance else ""))
+    elif fallback:
+        chosen = fallback[0]
+        reason = (f"no INT8 variant within {max_drop_points} validation points agrees with fp32 ONNX on "
+                  f">= {min_agreement:.1%} of validation predictions" + (" and is batch-invariant" if require_invariance
+                                                                          else "") + "; shipping fp32")
+        log.warning("INT8: %s", reason)
     else:
         pool = [t for t in built if t["batch_invariance"] == 1.0 or not require_invariance] or built
         chosen = max(pool, key=lambda t: (t["agreement_with_fp32"], t[f"validation_{metric}"]))
         reason = "no eligible candidate; the most faithful to fp32 ONNX" + (
             " of the batch-invariant ones" if require_invariance else "")
     shutil.copy(work / f"int8-{chosen['candidate']}.onnx", output)
+    chosen["chosen"] = True
     log.info("INT8: shipping %s (%s)", chosen["candidate"], reason)
     return {**chosen["settings"], "candidate": chosen["candidate"], "chosen_because": reason,
             f"validation_{metric}_fp32_onnx": float(reference), "candidates": tried,
+            "selection": {"examples": len(selection.encoded), "min_agreement": min_agreement},
             "cpu": chosen["settings"]["chosen_because"]}
+
+
+def _copy_fp32(source: Path, output: Path) -> dict:
+    shutil.copy(source, output)
+    return {"method": "none (fp32)", "source": source.name, "chosen_because": "fp32 fallback"}

@@ -48,26 +48,33 @@ class TestSet:
                 if (k + 1) * 8 * step <= len(self.encoded)] or [self.padded(range(min(8, len(self.encoded))))]
 
     def predict(self, logits_fn: LogitsFn) -> list:
-        """Per example: the IOB2 tag of every word (NER) or the label (classification)."""
-        preds: list = [None] * len(self.encoded)
+        """Per example: the IOB2 tag of every word (NER, decoded as the service does) or the label
+        (classification)."""
+        return self.predict_decodings(logits_fn, (True,))[0]
+
+    def predict_decodings(self, logits_fn: LogitsFn, decodings: Sequence[bool]) -> list[list]:
+        """:meth:`predict` once per entry of ``decodings`` (NER: ``True`` = IOB2 Viterbi, ``False`` =
+        argmax per word) from one pass of ``logits_fn``."""
+        preds: list[list] = [[None] * len(self.encoded) for _ in decodings]
         from tqdm.auto import tqdm
 
         for idx in tqdm(self.batches, desc="evaluate", unit="batch", leave=False):
             logits = logits_fn(self.padded(idx))
             for row, i in enumerate(idx):
-                preds[i] = self.decode(logits[row], i)
+                for out, constrained in zip(preds, decodings):
+                    out[i] = self.decode(logits[row], i, constrained)
         return preds
 
     def predict_alone(self, logits_fn: LogitsFn, i: int):
         """Example ``i``'s prediction when run as a batch of one."""
         return self.decode(logits_fn(self.padded([i]))[0], i)
 
-    def decode(self, logits: np.ndarray, i: int):
+    def decode(self, logits: np.ndarray, i: int, constrained: bool = True):
         """Example ``i``'s prediction from its logits (``[seq_len, num_labels]`` or ``[num_labels]``)."""
         enc, gold = self.encoded[i], self.gold[i]
         if self.task != "ner":
             return self.labels[int(logits.argmax())]
-        tags = [w.tag for w in word_predictions(logits, enc.word_ids, enc.offsets, self.labels)]
+        tags = [w.tag for w in word_predictions(logits, enc.word_ids, enc.offsets, self.labels, constrained)]
         return tags + ["O"] * (len(gold) - len(tags))  # words cut off by truncation count as O
 
     def metrics(self, preds: list) -> dict:
@@ -121,10 +128,10 @@ def batch_invariance(logits_fn: LogitsFn, test: TestSet, preds: list, n: int) ->
 
 def evaluate_stage(name: str, runtime: str, logits_fn: LogitsFn, test: TestSet, size_bytes: int,
                    latency_runs: int, invariance_examples: int = 0) -> tuple[dict, list]:
-    """Metrics, file size, latency and (if ``invariance_examples``) batch invariance of one stage;
-    also returns its predictions."""
+    """Metrics (NER: Viterbi-decoded, plus ``metrics_argmax_decoding``), file size, latency and (if
+    ``invariance_examples``) batch invariance of one stage; also returns its predictions."""
     t0 = time.perf_counter()
-    preds = test.predict(logits_fn)
+    preds, *argmax = test.predict_decodings(logits_fn, (True, False) if test.task == "ner" else (True,))
     eval_s = time.perf_counter() - t0
     record = {
         "stage": name,
@@ -135,6 +142,8 @@ def evaluate_stage(name: str, runtime: str, logits_fn: LogitsFn, test: TestSet, 
         "test_examples": len(test.encoded),
         "eval_s": round(eval_s, 2),
     }
+    if argmax:  # NER: the same logits decoded word by word, without the IOB2 constraint
+        record["metrics_argmax_decoding"] = test.metrics(argmax[0])
     if invariance_examples:
         record["batch_invariance"] = {"examples": min(invariance_examples, len(test.encoded)),
                                       "same_prediction_alone_and_batched": batch_invariance(

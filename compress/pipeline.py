@@ -8,6 +8,7 @@ import copy
 import json
 import logging
 import os
+import random
 import shutil
 import tempfile
 import time
@@ -23,7 +24,9 @@ from compress.prune import prune_model
 from compress.choose import choose_int8
 from compress.gate import AccuracyGateError, check_gate
 from compress.quantize import optimize_graph
-from compress.train import as_numpy_logits, collator, features, fine_tune, load_model
+from compress.train import as_numpy_logits, collator, enable_casing, features, fine_tune, load_model, uses_casing
+from service.casing import CASING_CLASSES
+from service.registry import VITERBI
 
 log = logging.getLogger(__name__)
 PARITY_ATOL = 1e-4
@@ -48,20 +51,26 @@ def dir_bytes(path: Path, pattern: str) -> int:
     return sum(p.stat().st_size for p in path.glob(pattern))
 
 
-def importance_batches(tokenizer, splits: Splits, profile: Profile, examples: list) -> list[dict]:
-    """Labelled training batches for importance scoring."""
-    feats = features(splits.task, tokenizer, examples[: profile.importance_batches * profile.batch_size],
-                     splits.labels, profile)
+def sample(examples: list, n: int, seed: int) -> list:
+    """``n`` examples drawn without replacement with ``seed`` (all of them, in order, if fewer)."""
+    return list(examples) if n >= len(examples) else random.Random(seed).sample(list(examples), n)
+
+
+def importance_batches(tokenizer, splits: Splits, profile: Profile, examples: list, casing: bool) -> list[dict]:
+    """Labelled training batches for importance scoring, sampled with the profile's seed."""
+    feats = features(splits.task, tokenizer, sample(examples, profile.importance_batches * profile.batch_size,
+                                                    profile.seed), splits.labels, profile, casing)
     collate = collator(splits.task, tokenizer)
     return [dict(collate(feats[i: i + profile.batch_size])) for i in range(0, len(feats), profile.batch_size)]
 
 
 def calibration_encodings(encoder, splits: Splits, train: list, profile: Profile) -> list:
-    """Training texts for static-quantization calibration, tokenized like the test set."""
-    sample = train[: profile.calibration_examples]
+    """Training texts for static-quantization calibration (sampled with the profile's seed),
+    tokenized like the test set."""
+    texts = sample(train, profile.calibration_examples, profile.seed + 1)
     if splits.task == "ner":
-        return encoder.encode_words([ex.tokens for ex in sample])
-    return encoder.encode([ex.text for ex in sample])
+        return encoder.encode_words([ex.tokens for ex in texts])
+    return encoder.encode([ex.text for ex in texts])
 
 
 class Stopwatch:
@@ -103,11 +112,41 @@ class Build:
         self.out.mkdir(parents=True)
         self.tokenizer = AutoTokenizer.from_pretrained(self.base["path"])
         self.tokenizer.save_pretrained(self.out)
-        self.encoder = TextEncoder(self.out / "tokenizer.json", profile.max_seq_len)
+        self.casing = self.casing_decision()
+        self.encoder = TextEncoder(self.out / "tokenizer.json", profile.max_seq_len, casing=self.casing["enabled"])
         self.test = TestSet(splits, self.encoder, test_examples)
         self.stages: list[dict] = []
         self.preds: dict[str, list] = {}
         self.histories: dict[str, dict] = {}
+
+    def casing_decision(self) -> dict:
+        """Whether the model gets casing classes (:mod:`service.casing`), and why: a reused
+        checkpoint keeps what it was trained with; otherwise on when the profile asks for it for
+        this task, the tokenizer lowercases and the encoder has a ``token_type_ids`` input."""
+        from transformers import AutoConfig
+        from tokenizers import Tokenizer
+
+        from service.casing import lowercases
+
+        checkpoint = self.work / "fp32"
+        if self.reuse_fine_tuned and (checkpoint / "config.json").is_file():
+            enabled = bool(getattr(AutoConfig.from_pretrained(checkpoint), "presso_casing", False))
+            reason = "as the reused fine-tuned checkpoint was trained"
+        elif not self.profile.casing.get(self.task, False):
+            enabled, reason = False, f"off in profile {self.profile.name!r} for {self.task}"
+        elif not lowercases(Tokenizer.from_file(str(self.out / "tokenizer.json"))):
+            enabled, reason = False, "the tokenizer keeps case (the model sees capitalisation already)"
+        elif ("token_type_ids" not in self.tokenizer.model_input_names
+              or not getattr(AutoConfig.from_pretrained(self.base["path"]), "type_vocab_size", 0)):
+            enabled, reason = False, "the encoder has no token_type_ids input to carry casing classes"
+        else:
+            enabled, reason = True, "the tokenizer lowercases; casing classes restore capitalisation"
+        record = {"enabled": enabled, "reason": reason}
+        if enabled:
+            record.update({"input": "token_type_ids", "classes": list(CASING_CLASSES),
+                           "function": "service.casing.casing_type_ids"})
+        log.info("stage data: casing %s (%s)", "on" if enabled else "off", reason)
+        return record
 
     def evaluate(self, stage: str, runtime: str, fn, size: int) -> None:
         if not self.main_process:
@@ -139,6 +178,8 @@ class Build:
             self.histories["fine_tune"] = {"reused_checkpoint": str(checkpoint)}
         else:
             model = load_model(self.task, self.base["path"], self.splits.labels)
+            if self.casing["enabled"]:
+                enable_casing(model)
             model, self.histories["fine_tune"] = self.clock.run(
                 "fine_tune", fine_tune, model, self.tokenizer, self.splits, self.profile, self.work,
                 self.profile.epochs[self.task], self.train, self.validation, "fine_tune")
@@ -150,7 +191,7 @@ class Build:
     def prune(self, model):
         """Structured pruning, then a recovery fine-tune distilled from the fp32 model."""
         teacher = copy.deepcopy(model) if self.profile.distill_alpha > 0 else None
-        batches = importance_batches(self.tokenizer, self.splits, self.profile, self.train)
+        batches = importance_batches(self.tokenizer, self.splits, self.profile, self.train, uses_casing(model))
         pruning = self.clock.run("prune", prune_model, model, batches, self.profile.prune_heads_ratio,
                                  self.profile.prune_ffn_ratio, self.profile.prune_layers)
         model, self.histories["recovery"] = self.clock.run(
@@ -197,11 +238,12 @@ class Build:
         int8_path = self.out / "model.onnx"
         calibration = [pad_batch([e]) for e in calibration_encodings(self.encoder, self.splits, self.train,
                                                                      self.profile)]
-        selection = TestSet(self.splits, self.encoder, self.validation[: self.profile.selection_examples])
+        selection = TestSet(self.splits, self.encoder, cap(self.validation, self.profile.selection_examples))
         quantization = self.clock.run("quantize", choose_int8, fp32_onnx, optimized, onnx_fp32, int8_path,
                                       calibration, selection, self.metric, self.profile.int8_max_drop_points,
                                       self.profile.require_batch_invariance, self.work,
-                                      min_agreement=self.profile.min_int8_agreement)
+                                      min_agreement=self.profile.min_int8_agreement + self.profile.int8_selection_margin,
+                                      fp32_fallback=self.profile.int8_fp32_fallback)
         self.evaluate("int8", "onnxruntime", OnnxModel(int8_path).run, int8_path.stat().st_size)
         return int8_path, quantization
 
@@ -216,6 +258,9 @@ class Build:
             "label_scheme": "IOB2" if self.task == "ner" else "single-label",
             "max_seq_len": self.profile.max_seq_len,
             "inputs": inputs,
+            "seed": self.profile.seed,
+            "casing": self.casing,
+            **({"decoding": VITERBI} if self.task == "ner" else {}),
             "base_model": {"name": self.base["name"], "version": self.base["version"]},
             "dataset": {"name": self.splits.dataset, "sizes": self.splits.sizes(),
                         "used": {"train": len(self.train), "validation": len(self.validation),
@@ -258,9 +303,9 @@ def build(splits: Splits, name: str, models_dir: Path, profile: Profile, work_di
             installed under ``models_dir/name`` and the gate record is written to
             ``models_dir/name.gate-report.json``.
     """
-    import torch
+    from transformers import set_seed
 
-    torch.manual_seed(13)
+    set_seed(profile.seed)
     keep = work_dir is not None
     work = Path(work_dir) if keep else Path(tempfile.mkdtemp(prefix=f"presso-{name}-"))
     try:

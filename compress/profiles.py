@@ -28,7 +28,8 @@ class Profile(BaseModel):
                                            "on batch-mates may ship (rules out dynamic INT8)")
     int8_max_drop_points: float = Field(0.5, description="INT8 variants within this many validation points of fp32 "
                                         "ONNX are eligible; the fastest eligible one ships")
-    selection_examples: int = Field(1000, description="validation examples used to choose the INT8 variant")
+    selection_examples: int | None = Field(None, description="validation examples used to choose the INT8 variant "
+                                           "(None = all of them)")
     calibration_examples: int = Field(256, description="training texts for static calibration (batch 1, unpadded)")
     invariance_examples: int = Field(500, description="test texts re-run alone to measure batch invariance")
     recovery_epochs: float = 2.0
@@ -41,6 +42,17 @@ class Profile(BaseModel):
     min_int8_agreement: float = Field(0.99, ge=0, le=1, description="accuracy gate: least share of test words / "
                                       "texts on which INT8 and its fp32 source agree")
     latency_runs: int = 20
+    seed: int = Field(13, description="seed of data order, dropout, head initialisation and every sampled batch; "
+                      "recorded in the manifest")
+    casing: dict[str, bool] = Field(
+        default_factory=lambda: {"ner": True, "classify": False},
+        description="per task ('ner', 'classify'): feed a casing class per sub-token through token_type_ids when the "
+                    "tokenizer lowercases (see service.casing); ignored for cased tokenizers")
+    int8_selection_margin: float = Field(
+        0.005, ge=0, le=0.01, description="INT8 variants must agree with fp32 ONNX on at least min_int8_agreement + "
+        "this margin of validation predictions, so the test split's gate check holds")
+    int8_fp32_fallback: bool = Field(True, description="ship the fp32 graph when no INT8 variant is eligible "
+                                     "(recorded as int8_variant 'fp32'), instead of failing the gate")
 
 
 PROFILES: dict[str, Profile] = {
@@ -53,5 +65,5 @@ PROFILES: dict[str, Profile] = {
                      max_eval_examples=400, eval_steps=50, importance_batches=8, recovery_epochs=0.3, latency_runs=5,
                      # a plumbing budget: a few minutes of training cannot keep within 1 point, and the gate
                      # would stop the end-to-end test instead of testing the service
-                     max_drop_points=10.0, min_int8_agreement=0.9),
+                     max_drop_points=10.0, min_int8_agreement=0.9, int8_fp32_fallback=False),
 }

@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 HEAD_NODES = (r"classifier", r"pooler")
 FFN_OUTPUT_NODES = (r"layer\.\d+/output/dense/MatMul",)
 FFN_NODES = FFN_OUTPUT_NODES + (r"layer\.\d+/intermediate/dense/MatMul",)
+# Q K^T and P V: MatMuls of two activations, directly under the attention block (the projections
+# are .../attention/self/query/MatMul etc.).
+ATTENTION_SCORE_NODES = (r"attention/self/MatMul(_\d+)?$",)
 
 
 def cpu_flags() -> set[str]:

@@ -23,6 +23,7 @@ import torch
 from compress.data import NerExample, Splits, TextExample
 from compress.metrics import classification_metrics, ner_metrics, primary_metric
 from compress.profiles import Profile
+from service.casing import CASING_CLASSES, casing_type_ids
 
 log = logging.getLogger(__name__)
 IGNORE_INDEX = -100
@@ -52,17 +53,50 @@ def load_model(task: str, path: str | Path, labels: Sequence[str] | None = None)
     )
 
 
+def enable_casing(model) -> None:
+    """Widen the encoder's token-type embedding to one row per casing class (:mod:`service.casing`),
+    every new row a copy of the existing type-0 embedding, so the untrained model computes exactly
+    what it did before; fine-tuning then learns what each class means. Marks the config
+    (``presso_casing``, ``type_vocab_size``) so a saved checkpoint reloads with the same input.
+
+    Raises:
+        ValueError: the encoder has no token-type embedding to widen.
+    """
+    embeddings = getattr(model.base_model, "embeddings", None)
+    old = getattr(embeddings, "token_type_embeddings", None)
+    if not isinstance(old, torch.nn.Embedding):
+        raise ValueError(f"{type(model.base_model).__name__} has no token_type_embeddings")
+    new = torch.nn.Embedding(len(CASING_CLASSES), old.embedding_dim)
+    with torch.no_grad():
+        new.weight.copy_(old.weight[0].expand(len(CASING_CLASSES), -1))
+    embeddings.token_type_embeddings = new
+    model.config.type_vocab_size = len(CASING_CLASSES)
+    model.config.presso_casing = True
+
+
+def uses_casing(model) -> bool:
+    return bool(getattr(model.config, "presso_casing", False))
+
+
 def continuation_tag(tag: str) -> str:
     """Tag of a word's later sub-tokens: inside the same entity, or O."""
     return "I-" + tag[2:] if tag != "O" else "O"
 
 
+def _type_ids(enc, i: int, source, casing: bool) -> list[int]:
+    """Token-type ids of sequence ``i``: casing classes (the service's own function) or the tokenizer's."""
+    if casing:
+        return casing_type_ids(enc.word_ids(i), enc["offset_mapping"][i], source)
+    return enc["token_type_ids"][i] if "token_type_ids" in enc else [0] * len(enc["input_ids"][i])
+
+
 def ner_features(tokenizer, examples: Sequence[NerExample], labels: Sequence[str], max_seq_len: int,
-                 label_continuations: bool = True) -> list[dict]:
-    """Tokenize pre-split sentences; ``labels`` ``[seq_len]`` holds tag ids (-100 = no loss)."""
+                 label_continuations: bool = True, casing: bool = False) -> list[dict]:
+    """Tokenize pre-split sentences; ``labels`` ``[seq_len]`` holds tag ids (-100 = no loss);
+    ``casing``: ``token_type_ids`` carry casing classes."""
     label_id = {label: i for i, label in enumerate(labels)}
     enc = tokenizer([ex.tokens for ex in examples], is_split_into_words=True, truncation=True,
-                    max_length=max_seq_len)
+                    max_length=max_seq_len, return_offsets_mapping=casing)
     features = []
     for i, ex in enumerate(examples):
         word_ids = enc.word_ids(i)
@@ -76,23 +110,25 @@ def ner_features(tokenizer, examples: Sequence[NerExample], labels: Sequence[str
                 seq_labels.append(label_id[continuation_tag(ex.tags[w])] if label_continuations else IGNORE_INDEX)
             prev = w
         features.append({"input_ids": enc["input_ids"][i], "attention_mask": enc["attention_mask"][i],
-                         "token_type_ids": enc["token_type_ids"][i], "labels": seq_labels})
+                         "token_type_ids": _type_ids(enc, i, ex.tokens, casing), "labels": seq_labels})
     return features
 
 
 def classification_features(tokenizer, examples: Sequence[TextExample], labels: Sequence[str],
-                            max_seq_len: int) -> list[dict]:
+                            max_seq_len: int, casing: bool = False) -> list[dict]:
     label_id = {label: i for i, label in enumerate(labels)}
-    enc = tokenizer([ex.text for ex in examples], truncation=True, max_length=max_seq_len)
+    enc = tokenizer([ex.text for ex in examples], truncation=True, max_length=max_seq_len,
+                    return_offsets_mapping=casing)
     return [{"input_ids": enc["input_ids"][i], "attention_mask": enc["attention_mask"][i],
-             "token_type_ids": enc["token_type_ids"][i], "labels": label_id[ex.label]}
+             "token_type_ids": _type_ids(enc, i, ex.text, casing), "labels": label_id[ex.label]}
             for i, ex in enumerate(examples)]
 
 
-def features(task: str, tokenizer, examples: Sequence, labels: Sequence[str], profile: Profile) -> list[dict]:
+def features(task: str, tokenizer, examples: Sequence, labels: Sequence[str], profile: Profile,
+             casing: bool = False) -> list[dict]:
     if task == "ner":
-        return ner_features(tokenizer, examples, labels, profile.max_seq_len, profile.label_continuations)
-    return classification_features(tokenizer, examples, labels, profile.max_seq_len)
+        return ner_features(tokenizer, examples, labels, profile.max_seq_len, profile.label_continuations, casing)
+    return classification_features(tokenizer, examples, labels, profile.max_seq_len, casing)
 
 
 def compute_metrics_fn(task: str, labels: Sequence[str]):
@@ -189,10 +225,10 @@ def fine_tune(model, tokenizer, splits: Splits, profile: Profile, work_dir: Path
         for p in teacher.parameters():
             p.requires_grad_(False)
 
-    task, labels = splits.task, splits.labels
-    train_ds = ListDataset(features(task, tokenizer, train_examples, labels, profile))
+    task, labels, casing = splits.task, splits.labels, uses_casing(model)
+    train_ds = ListDataset(features(task, tokenizer, train_examples, labels, profile, casing))
     val_ds = ListDataset(features(task, tokenizer, validation_examples, labels,
-                                  profile.model_copy(update={"label_continuations": False})))
+                                  profile.model_copy(update={"label_continuations": False}), casing))
     steps_per_epoch = math.ceil(len(train_ds) / profile.batch_size)
     max_steps = max(1, round(steps_per_epoch * epochs))
     # Evaluate at evenly spaced steps that include the last one, so no training is discarded.
@@ -220,7 +256,9 @@ def fine_tune(model, tokenizer, splits: Splits, profile: Profile, work_dir: Path
         group_by_length=True,
         logging_steps=max(1, eval_steps // 3),
         report_to=[],
-        seed=13,
+        seed=profile.seed,
+        data_seed=profile.seed,
+        full_determinism=True,
         dataloader_num_workers=0,
         disable_tqdm=False,
         use_cpu=not torch.cuda.is_available(),

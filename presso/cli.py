@@ -44,6 +44,8 @@ def build(
                                             "here (presso bench model reads them)"),
     reuse_fine_tuned: bool = typer.Option(False, "--reuse-fine-tuned", help="start from --work-dir's fp32 "
                                           "checkpoint of an earlier build instead of fine-tuning again"),
+    seed: Optional[int] = typer.Option(None, help="seed of data order, dropout, head initialisation and sampled "
+                                       "batches (default: the profile's, 13); recorded in the manifest"),
 ) -> None:
     """Fine-tune, prune, export, quantize and evaluate a model, and write models/<name>/.
 
@@ -78,11 +80,14 @@ def build(
     except DataError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
+    chosen = PROFILES[profile] if seed is None else PROFILES[profile].model_copy(update={"seed": seed})
     try:
-        manifest = run_build(splits, name, models_dir, PROFILES[profile], work_dir, reuse_fine_tuned)
+        manifest = run_build(splits, name, models_dir, chosen, work_dir, reuse_fine_tuned)
     except AccuracyGateError as exc:
-        typer.echo(f"error: accuracy gate failed, {name} not installed: {exc}\nreport: {exc.report['report_path']}",
-                   err=True)
+        typer.echo(f"error: accuracy gate failed, {name} not installed: {exc}\nreport: {exc.report['report_path']}\n"
+                   f"what to do: read the report's per_stage drops, then rebuild with another --seed "
+                   f"(this one: {chosen.seed}) or a longer budget (--profile full); models that passed are "
+                   f"unaffected", err=True)
         raise typer.Exit(3)
     typer.echo(json.dumps(manifest["summary"], indent=2))
 
@@ -106,6 +111,10 @@ def serve(
         for error in exc.errors():
             where = f"PRESSO_{str(error['loc'][0]).upper()}: " if error["loc"] else ""  # cross-field checks have none
             typer.echo(f"error: {where}{error['msg']}", err=True)
+        raise typer.Exit(2)
+    if not any(Path(settings.models_dir).glob("*/manifest.json")):
+        typer.echo(f"error: no models to serve in {settings.models_dir} (no */manifest.json); build one first: "
+                   f"presso build ner (or sentiment, or --task with your data)", err=True)
         raise typer.Exit(2)
     run(settings)
 
@@ -205,6 +214,29 @@ def bench_model(
     from presso.bench.model import run as run_model
 
     report = run_model(work_dir, models_dir, out_dir, runs)
+    typer.echo(json.dumps(report["summary"], indent=2))
+
+
+def _labelled_paths(values: list[str], option: str) -> dict[str, Path]:
+    out = {}
+    for value in values:
+        label, sep, path = value.partition("=")
+        if not sep or not label or not Path(path).is_file():
+            raise typer.BadParameter(f"expected LABEL=FILE with an existing file, got {value!r}", param_hint=option)
+        out[label] = Path(path)
+    return out
+
+
+@bench.command("ner-quality")
+def bench_ner_quality(
+    manifest: list[str] = typer.Option(..., help="LABEL=PATH of an NER artifact's manifest.json (repeatable)"),
+    http_eval: list[str] = typer.Option([], help="LABEL=PATH of `presso eval ner --output` for that build"),
+    out_dir: Path = typer.Option(Path("reports"), help="where ner-quality.json and ner-quality.md go"),
+) -> None:
+    """Test entity F1 (micro, per type) of every stage, Viterbi vs argmax decoding, and over HTTP."""
+    from presso.bench.quality import run as run_quality
+
+    report = run_quality(_labelled_paths(manifest, "--manifest"), _labelled_paths(http_eval, "--http-eval"), out_dir)
     typer.echo(json.dumps(report["summary"], indent=2))
 
 

@@ -70,6 +70,9 @@ def evaluate_over_http(dataset: str, url: str, model: str | None, limit: int | N
         results = asyncio.run(_post_all(url, "/classify", model, [ex.text for ex in test], batch, concurrency))
         metrics = classification_metrics([ex.label for ex in test], [r["label"] for r in results])
     elapsed = time.perf_counter() - started
+    from presso.bench.provenance import served_versions
+
+    served = served_versions(httpx.get(f"{url}/models", timeout=30).json()["models"])
     return {"dataset": splits.dataset, "split": "test", "examples": len(test), "url": url,
-            "model": model, "metrics": metrics, "elapsed_s": round(elapsed, 2),
+            "model": model, "models": served, "metrics": metrics, "elapsed_s": round(elapsed, 2),
             "texts_per_s": round(len(test) / elapsed, 1)}

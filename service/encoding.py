@@ -9,10 +9,15 @@ from typing import Sequence
 import numpy as np
 from tokenizers import Encoding, Tokenizer
 
+from service.casing import casing_type_ids
+
 
 @dataclass(frozen=True)
 class Encoded:
-    """One tokenized text: ``ids``/``type_ids`` ``[seq_len]``, ``word_ids``, char ``offsets``."""
+    """One tokenized text: ``ids``/``type_ids`` ``[seq_len]``, ``word_ids``, char ``offsets``.
+
+    ``type_ids`` are the tokenizer's segment ids, or casing classes (:mod:`service.casing`) for a
+    model trained with them."""
 
     ids: list[int]
     type_ids: list[int]
@@ -33,20 +38,24 @@ class TextEncoder:
         max_seq_len: longest sequence in tokens, special tokens included; longer input is truncated
             (:meth:`encode`) or split into windows (:meth:`encode_windows`).
         stride_tokens: tokens shared by consecutive windows (capped at half a window).
+        casing: put each token's casing class in ``type_ids`` (for models built with casing).
     """
 
-    def __init__(self, tokenizer_path: str | Path, max_seq_len: int, stride_tokens: int = 0) -> None:
+    def __init__(self, tokenizer_path: str | Path, max_seq_len: int, stride_tokens: int = 0,
+                 casing: bool = False) -> None:
         self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
         self.tokenizer.no_padding()
         special = self.tokenizer.num_special_tokens_to_add(is_pair=False)
         self.stride_tokens = max(0, min(stride_tokens, (max_seq_len - special) // 2))
         self.tokenizer.enable_truncation(max_length=max_seq_len, stride=self.stride_tokens)
         self.max_seq_len = max_seq_len
+        self.casing = casing
         self.pad_id = self.tokenizer.token_to_id("[PAD]") or 0
 
     def encode(self, texts: Sequence[str]) -> list[Encoded]:
         """Tokenize raw texts, truncated to ``max_seq_len``; offsets are code-point offsets into each text."""
-        return [_encoded(e) for e in self.tokenizer.encode_batch(list(texts))]
+        texts = list(texts)
+        return [self._encoded(e, t) for e, t in zip(self.tokenizer.encode_batch(texts), texts)]
 
     def encode_windows(self, texts: Sequence[str]) -> list[list[Encoded]]:
         """Tokenize raw texts into overlapping windows of at most ``max_seq_len`` tokens.
@@ -54,20 +63,24 @@ class TextEncoder:
         Each window has its own special tokens; ``word_ids`` and ``offsets`` refer to the whole
         text, and consecutive windows share ``stride_tokens`` tokens (``tokenizers`` overflow).
         """
+        texts = list(texts)
         out = []
-        for e in self.tokenizer.encode_batch(list(texts)):
+        for e, text in zip(self.tokenizer.encode_batch(texts), texts):
             windows = [e, *e.overflowing]
-            out.append([_encoded(w, truncated=False) for w in windows])
+            out.append([self._encoded(w, text, truncated=False) for w in windows])
         return out
 
     def encode_words(self, sentences: Sequence[Sequence[str]]) -> list[Encoded]:
         """Tokenize pre-split words (e.g. CoNLL tokens); ``word_ids`` index the given words."""
-        return [_encoded(e) for e in self.tokenizer.encode_batch([list(s) for s in sentences], is_pretokenized=True)]
+        sentences = [list(s) for s in sentences]
+        return [self._encoded(e, words) for e, words in
+                zip(self.tokenizer.encode_batch(sentences, is_pretokenized=True), sentences)]
 
-
-def _encoded(e: Encoding, truncated: bool | None = None) -> Encoded:
-    truncated = bool(e.overflowing) if truncated is None else truncated
-    return Encoded(list(e.ids), list(e.type_ids), list(e.word_ids), list(e.offsets), truncated)
+    def _encoded(self, e: Encoding, source: str | list[str], truncated: bool | None = None) -> Encoded:
+        truncated = bool(e.overflowing) if truncated is None else truncated
+        word_ids, offsets = list(e.word_ids), list(e.offsets)
+        type_ids = casing_type_ids(word_ids, offsets, source) if self.casing else list(e.type_ids)
+        return Encoded(list(e.ids), type_ids, word_ids, offsets, truncated)
 
 
 def pad_batch(items: Sequence[Encoded], pad_id: int = 0) -> dict[str, np.ndarray]:

@@ -3,15 +3,17 @@
 A *word* is a unit of the tokenizer's pre-tokenizer (for BERT: split on whitespace and
 punctuation), identified by ``word_ids``. Each word is labelled by its first sub-token, as the
 model was trained (labels aligned to the first sub-token, Devlin et al. 2019, section 5.3), so the
-sub-word pieces of one word can never split an entity. Words are grouped into entity spans with
-the IOB2 scheme; an ``I-X`` that does not continue an ``X`` entity starts a new one (the lenient
-reading of ``conlleval``).
+sub-word pieces of one word can never split an entity. A text's word labels are decoded jointly
+by :func:`iob2_viterbi` (the most probable tag sequence that is valid IOB2) rather than by an
+independent argmax per word. Words are grouped into entity spans with the IOB2 scheme; an ``I-X``
+that does not continue an ``X`` entity (possible only with ``constrained=False``) starts a new one
+(the lenient reading of ``conlleval``).
 """
 
 from __future__ import annotations
 
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -66,7 +68,9 @@ class WindowWord:
 
     ``word`` indexes the words of the whole text; ``start``/``end`` are the char offsets of the
     word's sub-tokens inside this window (a window may cut a word); ``margin`` is the distance in
-    tokens from the word's first sub-token to the nearer edge of the window's content.
+    tokens from the word's first sub-token to the nearer edge of the window's content; ``probs``
+    ``[num_labels]`` are the label probabilities at that first sub-token (``tag``/``score``: their
+    argmax).
     """
 
     word: int
@@ -75,6 +79,7 @@ class WindowWord:
     start: int
     end: int
     margin: int
+    probs: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 def window_words(
@@ -103,11 +108,56 @@ def window_words(
     for i in first_subtokens(word_ids):
         cls = int(probs[i].argmax())
         out.append(WindowWord(word_ids[i], labels[cls], float(probs[i, cls]), offsets[i][0],
-                              offsets[last[word_ids[i]]][1], min(i - lo, hi - i)))
+                              offsets[last[word_ids[i]]][1], min(i - lo, hi - i), probs[i]))
     return out
 
 
-def merge_windows(windows: Sequence[Sequence[WindowWord]]) -> list[Word]:
+def allowed_transitions(labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """IOB2 constraints as ``(start [num_labels], transition [num_labels, num_labels])`` booleans:
+    ``I-X`` may not start a text, and may follow only ``B-X`` or ``I-X``. Labels without a
+    ``B-``/``I-`` prefix are unconstrained."""
+    kinds = [label.partition("-") if label[:2] in ("B-", "I-") else ("", "", label) for label in labels]
+    start = np.array([prefix != "I" for prefix, _, _ in kinds])
+    transition = np.ones((len(labels), len(labels)), dtype=bool)
+    for cur, (prefix, _, etype) in enumerate(kinds):
+        if prefix == "I":
+            for prev, (p_prefix, _, p_type) in enumerate(kinds):
+                transition[prev, cur] = p_prefix in ("B", "I") and p_type == etype
+    return start, transition
+
+
+def iob2_viterbi(probs: np.ndarray, labels: Sequence[str]) -> list[int]:
+    """The most probable label sequence (product of per-word probabilities) that is valid IOB2.
+
+    Viterbi decoding (Viterbi 1967) over hard transition constraints, the usual way to decode a
+    softmax tagger into well-formed spans (e.g. AllenNLP's ``allowed_transitions`` with
+    ``viterbi_decode``).
+
+    Args:
+        probs: ``[num_words, num_labels]`` label probabilities of one text's words, in order.
+        labels: ``[num_labels]`` IOB2 tag of each class id.
+
+    Returns:
+        ``[num_words]`` class ids.
+    """
+    if len(probs) == 0:
+        return []
+    start, transition = allowed_transitions(labels)
+    log_p = np.log(np.clip(probs.astype(np.float64), 1e-30, None))
+    penalty = np.where(transition, 0.0, -np.inf)
+    score = np.where(start, log_p[0], -np.inf)
+    back = np.zeros((len(probs), len(labels)), dtype=np.int64)
+    for t in range(1, len(probs)):
+        candidates = score[:, None] + penalty  # [prev, cur]
+        back[t] = candidates.argmax(axis=0)
+        score = candidates.max(axis=0) + log_p[t]
+    path = [int(score.argmax())]
+    for t in range(len(probs) - 1, 0, -1):
+        path.append(int(back[t, path[-1]]))
+    return path[::-1]
+
+
+def merge_windows(windows: Sequence[Sequence[WindowWord]], labels: Sequence[str] | None = None) -> list[Word]:
     """Merge the words of overlapping windows into one prediction per word, in text order.
 
     A word is labelled from the window that holds its true first sub-token (the one starting at
@@ -115,6 +165,9 @@ def merge_windows(windows: Sequence[Sequence[WindowWord]]) -> list[Word]:
     most context on both sides (the usual sliding-window rule for token classification, e.g.
     the stride handling in BERT's SQuAD code, Devlin et al. 2019). Its span runs from that first
     sub-token to the last sub-token seen in any window.
+
+    With ``labels`` (``[num_labels]``) the text's tags are decoded jointly by :func:`iob2_viterbi`
+    from those windows' probabilities; without, each word keeps its own argmax.
     """
     start: dict[int, int] = {}
     end: dict[int, int] = {}
@@ -127,7 +180,12 @@ def merge_windows(windows: Sequence[Sequence[WindowWord]]) -> list[Word]:
         for w in window:
             if w.start == start[w.word] and (w.word not in best or w.margin > best[w.word].margin):
                 best[w.word] = w
-    return [Word(best[i].tag, best[i].score, start[i], end[i]) for i in sorted(best)]
+    order = sorted(best)
+    if labels is None:
+        return [Word(best[i].tag, best[i].score, start[i], end[i]) for i in order]
+    probs = np.stack([best[i].probs for i in order]) if order else np.zeros((0, len(labels)))
+    tags = iob2_viterbi(probs, labels)
+    return [Word(labels[c], float(p[c]), start[i], end[i]) for i, c, p in zip(order, tags, probs)]
 
 
 def word_predictions(
@@ -135,13 +193,15 @@ def word_predictions(
     word_ids: Sequence[int | None],
     offsets: Sequence[tuple[int, int]],
     labels: Sequence[str],
+    constrained: bool = True,
 ) -> list[Word]:
-    """Label every word of one sequence by its first sub-token (arguments as :func:`window_words`).
+    """Label every word of one sequence by its first sub-token (arguments as :func:`window_words`):
+    jointly by :func:`iob2_viterbi` when ``constrained``, else an independent argmax per word.
 
     Returns:
         One :class:`Word` per word, spanning from its first to its last sub-token.
     """
-    return merge_windows([window_words(logits, word_ids, offsets, labels)])
+    return merge_windows([window_words(logits, word_ids, offsets, labels)], labels if constrained else None)
 
 
 def group_entities(words: Sequence[Word], text: str) -> list[EntitySpan]:
@@ -192,6 +252,7 @@ def extract_entities(
     word_ids: Sequence[int | None],
     offsets: Sequence[tuple[int, int]],
     labels: Sequence[str],
+    constrained: bool = True,
 ) -> list[EntitySpan]:
     """Entity spans of one text from its token logits ``[seq_len, num_labels]``."""
-    return group_entities(word_predictions(logits, word_ids, offsets, labels), text)
+    return group_entities(word_predictions(logits, word_ids, offsets, labels, constrained), text)

@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 TOKEN_CLASSIFICATION = "token-classification"
 SEQUENCE_CLASSIFICATION = "sequence-classification"
 TASKS = (TOKEN_CLASSIFICATION, SEQUENCE_CLASSIFICATION)
+VITERBI = "iob2_viterbi"  # manifest "decoding": joint IOB2-constrained decoding (service.ner.iob2_viterbi)
 MAX_SEQ_LEN_LIMIT = 8192  # BERT-family position tables are 512; beyond this attention memory explodes
 
 
@@ -69,8 +70,12 @@ class LoadedModel:
         self.name: str = self.manifest["name"]
         self.task: str = self.manifest["task"]
         self.labels: list[str] = list(self.manifest["labels"])
+        # Decoding and casing as the model was built and evaluated; manifests from before either
+        # was recorded get Viterbi (right for any IOB2 model) and no casing input.
+        self.constrained = self.manifest.get("decoding", VITERBI) == VITERBI
+        casing = bool((self.manifest.get("casing") or {}).get("enabled", False))
         try:
-            self.encoder = TextEncoder(path / "tokenizer.json", int(self.manifest["max_seq_len"]), stride_tokens)
+            self.encoder = TextEncoder(path / "tokenizer.json", int(self.manifest["max_seq_len"]), stride_tokens, casing)
         except Exception as exc:  # the tokenizers library raises plain Exception for a bad file
             raise ArtifactError(f"{path}/tokenizer.json cannot be loaded: {exc}") from exc
         self.onnx = OnnxModel(path / self.manifest["model_file"], providers, intra_op_threads, spinning)
@@ -150,7 +155,7 @@ class LoadedModel:
         ``{"label", "score", "scores", "truncated"}``.
         """
         if self.task == TOKEN_CLASSIFICATION:
-            spans = group_entities(merge_windows(partials), text)
+            spans = group_entities(merge_windows(partials, self.labels if self.constrained else None), text)
             return {"entities": [s.as_dict() for s in spans], "windows": len(partials)}
         return partials[0]
 

@@ -43,3 +43,33 @@ def test_report_renders_stage_tables(tmp_path):
     result = runner.invoke(app, ["report", str(tmp_path)])
     assert result.exit_code == 0
     assert "| int8 | onnxruntime | 0.8100 | 2.0 | 1.0 | 5.0 |" in result.output
+
+
+def test_serve_without_models_says_to_build_one(tmp_path):
+    result = runner.invoke(app, ["serve", "--models-dir", str(tmp_path)])
+    assert result.exit_code == 2  # not 3, which means an accuracy-gate refusal
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "no models to serve" in lines[0] and "presso build" in lines[0], result.output
+
+
+def test_ner_quality_report_from_manifests(tmp_path):
+    import json
+
+    metrics = {"f1": 0.86, "precision": 0.85, "recall": 0.87, "per_type": {"PER": {"f1": 0.95}}}
+    argmax = {**metrics, "f1": 0.855}
+    stages = {s: {"metrics": metrics, "metrics_argmax_decoding": argmax} for s in ("fp32", "int8")}
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"decoding": "iob2_viterbi", "casing": {"enabled": True}, "seed": 13,
+                                    "profile": {"name": "default"}, "stages": stages, "model_sha256": "ab" * 32}))
+    http = tmp_path / "http.json"
+    http.write_text(json.dumps({"examples": 10, "metrics": metrics, "models": {}}))
+    result = runner.invoke(app, ["bench", "ner-quality", "--manifest", f"cased={manifest}", "--http-eval",
+                                 f"cased={http}", "--out-dir", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "out" / "ner-quality.json").read_text())
+    assert report["summary"]["cased"] == {"int8_f1": 0.86, "decoding": "iob2_viterbi", "http_f1": 0.86,
+                                          "viterbi_gain_points": {"fp32": 0.5, "int8": 0.5}}
+    assert len(report["rows"]) == 4 and "| cased | on | iob2_viterbi | int8 | 0.8600 |" in (
+        tmp_path / "out" / "ner-quality.md").read_text()
+    bad = runner.invoke(app, ["bench", "ner-quality", "--manifest", "no-equals-sign"])
+    assert bad.exit_code == 2 and "LABEL=FILE" in bad.output

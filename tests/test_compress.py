@@ -121,6 +121,39 @@ def test_fine_tune_runs_the_trainer_with_early_stopping_metrics(tiny, tmp_path):
     assert 0 <= history["best_validation"]["f1"] <= 1
 
 
+def test_the_same_seed_trains_the_same_weights_and_scores_the_same_importance(tiny, tmp_path):
+    """Run-to-run determinism: fine-tuning (data order, dropout) and importance scoring depend
+    only on the seed and the checkpoint."""
+    from compress.data import Splits
+    from compress.profiles import PROFILES
+    from compress.prune import importance_scores
+    from compress.train import enable_casing, fine_tune
+
+    _, encoder, d = tiny
+    tokenizer = transformers.BertTokenizerFast(tokenizer_file=str(d / "tokenizer.json"))
+    examples = [NerExample(["Jacksville", "is", "good"], ["B-LOC", "O", "O"]),
+                NerExample(["John", "SMITH", "lives", "in", "paris"], ["B-PER", "I-PER", "O", "O", "B-LOC"])] * 8
+    splits = Splits("ner", "fake", examples, examples[:4], examples[:4], NER_LABELS)
+
+    def train(seed: int, run: str):
+        transformers.set_seed(seed)
+        model = tiny_bert(num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, seed=seed)
+        enable_casing(model)
+        profile = PROFILES["smoke"].model_copy(update={"batch_size": 4, "eval_steps": 2, "seed": seed})
+        model, _ = fine_tune(model.train(), tokenizer, splits, profile, tmp_path / run, 1.0, examples, examples[:4],
+                             "fine_tune")
+        return model
+
+    a, b, c = train(5, "a"), train(5, "b"), train(6, "c")
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
+        assert torch.equal(pa, pb), name
+    assert any(not torch.equal(pa, pc) for pa, pc in zip(a.parameters(), c.parameters()))
+    batches = labelled_batches(encoder)
+    heads_a, ffn_a = importance_scores(a, batches)
+    heads_b, ffn_b = importance_scores(b, batches)
+    assert torch.equal(heads_a, heads_b) and all(torch.equal(x, y) for x, y in zip(ffn_a, ffn_b))
+
+
 def test_distillation_loss_matches_the_formula_and_ignores_unlabelled_positions():
     from compress.train import distillation_loss
 
@@ -193,6 +226,20 @@ def test_choose_int8_builds_scores_and_records_every_candidate(tiny, tmp_path):
                          timing_shape=(2, 16))
     json.dumps(result)  # goes into the manifest as is
     names = {c["candidate"] for c in result["candidates"]}
-    assert names == {"static", "static_ffn_output_fp32", "static_ffn_fp32", "dynamic_per_channel", "dynamic"}
+    assert names == {"static", "static_ffn_output_fp32", "static_ffn_fp32", "static_scores_fp32",
+                     "static_ffn_scores_fp32", "dynamic_per_channel", "dynamic", "fp32"}
     chosen = next(c for c in result["candidates"] if c["candidate"] == result["candidate"])
     assert chosen["eligible"] and chosen["batch_invariance"] == 1.0 and (tmp_path / "int8.onnx").exists()
+    assert result["candidate"] != "fp32"  # an INT8 variant is eligible, so the fallback does not ship
+    scores_fp32 = next(c for c in result["candidates"] if c["candidate"] == "static_scores_fp32")
+    assert {"/bert/encoder/layer.0/attention/self/MatMul", "/bert/encoder/layer.0/attention/self/MatMul_1"} <= set(
+        scores_fp32["settings"]["nodes_kept_fp32"])
+    assert result["selection"]["examples"] == len(examples)
+
+    # Agreement no INT8 variant can reach on random weights: the fp32 graph ships, agreeing fully.
+    strict = choose_int8(onnx_path, None, OnnxModel(onnx_path), tmp_path / "int8.onnx", calibration, selection,
+                         "f1", max_drop_points=100.0, require_invariance=True, work=tmp_path,
+                         timing_shape=(2, 16), min_agreement=1.0 + 1e-9)
+    assert strict["candidate"] == "fp32" and "shipping fp32" in strict["chosen_because"]
+    assert check_parity(OnnxModel(onnx_path).run, OnnxModel(tmp_path / "int8.onnx").run,
+                        [pad_batch(encoder.encode(TEXTS))], atol=0.0) == 0.0

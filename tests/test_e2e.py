@@ -65,6 +65,11 @@ def test_artifacts_describe_every_stage(built_models):
         assert manifest["dataset"]["sizes"]["test"] > 0
     ner = json.loads((built_models / "ner" / "manifest.json").read_text())
     assert ner["labels"][0] == "O" and "B-PER" in ner["labels"]
+    assert ner["seed"] == 13 and ner["decoding"] == "iob2_viterbi"
+    assert ner["casing"]["enabled"] and ner["casing"]["input"] == "token_type_ids"  # the encoder is uncased
+    assert all("metrics_argmax_decoding" in stage for stage in ner["stages"].values())
+    sentiment = json.loads((built_models / "sentiment" / "manifest.json").read_text())
+    assert not sentiment["casing"]["enabled"] and "decoding" not in sentiment
 
 
 def test_ner_finds_a_clear_person_and_city_with_exact_offsets(service):

@@ -19,9 +19,9 @@ def encoder(tmp_path_factory) -> TextEncoder:
 TABLE = token_logits_table("ner")
 
 
-def entities(encoder: TextEncoder, text: str) -> list[EntitySpan]:
+def entities(encoder: TextEncoder, text: str, constrained: bool = True) -> list[EntitySpan]:
     enc = encoder.encode([text])[0]
-    return extract_entities(text, TABLE[enc.ids], enc.word_ids, enc.offsets, NER_LABELS)
+    return extract_entities(text, TABLE[enc.ids], enc.word_ids, enc.offsets, NER_LABELS, constrained)
 
 
 def test_person_and_city_with_exact_offsets(encoder):
@@ -33,7 +33,8 @@ def test_person_and_city_with_exact_offsets(encoder):
 
 def test_subword_pieces_never_split_an_entity(encoder):
     # "smiths" = smith + ##s, "jacksville" = jack + ##s + ##ville: one word each, labelled by the first piece
-    got = entities(encoder, "jacksville is good, smiths!")
+    # (argmax decoding: the fake model tags a lone surname I-PER, which Viterbi would not start with)
+    got = entities(encoder, "jacksville is good, smiths!", constrained=False)
     assert [(e.label, e.text) for e in got] == [("PER", "jacksville"), ("PER", "smiths")]
 
 
@@ -107,7 +108,7 @@ def test_windows_of_a_long_text_give_the_entities_of_one_long_sequence(tmp_path_
     windows = TextEncoder(path, max_seq_len=max_seq_len, stride_tokens=stride).encode_windows([text])[0]
     assert all(w.length <= max_seq_len for w in windows)
     parts = [window_words(TABLE[w.ids], w.word_ids, w.offsets, NER_LABELS) for w in windows]
-    got = group_entities(merge_windows(parts), text)
+    got = group_entities(merge_windows(parts, NER_LABELS), text)
     assert got == expected
     assert all(text[e.start:e.end] == e.text for e in got)
 
@@ -127,3 +128,71 @@ def test_entity_keeps_trailing_marks_of_any_combining_class():
         text = f"Paris{mark} today"
         got = group_entities([Word("B-LOC", 0.9, 0, 5), Word("O", 0.9, 7, 12)], text)
         assert got[0].text == f"Paris{mark}" and got[0].end == 6
+
+
+# ---------------------------------------------------------------------------------------------
+# IOB2-constrained Viterbi decoding
+
+VITERBI_LABELS = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
+
+
+def _valid_iob2(tags: list[str]) -> bool:
+    prev = "O"
+    for tag in tags:
+        if tag.startswith("I-") and prev[2:] != tag[2:]:
+            return False
+        prev = tag
+    return True
+
+
+def _log_score(probs, path) -> float:
+    import numpy as np
+
+    return float(sum(np.log(probs[t, c]) for t, c in enumerate(path)))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.lists(st.floats(0.01, 1.0), min_size=5, max_size=5), min_size=0, max_size=4))
+def test_viterbi_is_the_best_valid_sequence(rows):
+    import itertools
+
+    import numpy as np
+
+    from service.ner import iob2_viterbi
+
+    probs = np.array(rows, dtype=np.float64).reshape(len(rows), 5)
+    probs = probs / probs.sum(axis=1, keepdims=True) if len(rows) else probs
+    path = iob2_viterbi(probs, VITERBI_LABELS)
+    assert len(path) == len(rows)
+    assert _valid_iob2([VITERBI_LABELS[c] for c in path])
+    valid = [p for p in itertools.product(range(5), repeat=len(rows)) if _valid_iob2([VITERBI_LABELS[c] for c in p])]
+    best = max(_log_score(probs, p) for p in valid)
+    assert _log_score(probs, path) >= best - 1e-9
+    argmax = [int(r.argmax()) for r in probs]
+    if _valid_iob2([VITERBI_LABELS[c] for c in argmax]):  # a valid argmax is already the optimum
+        assert _log_score(probs, path) == pytest.approx(_log_score(probs, argmax))
+
+
+def test_viterbi_repairs_an_entity_that_starts_inside():
+    import numpy as np
+
+    from service.ner import Word, WindowWord, merge_windows
+
+    # word 0: O; word 1: argmax I-PER (0.5) over B-PER (0.4); word 2: I-PER
+    probs = np.array([[0.9, 0.02, 0.02, 0.03, 0.03], [0.05, 0.02, 0.03, 0.4, 0.5], [0.1, 0.0, 0.0, 0.1, 0.8]])
+    words = [WindowWord(i, "", 0.0, 2 * i, 2 * i + 1, 5, p) for i, p in enumerate(probs)]
+    assert [w.tag for w in merge_windows([words], VITERBI_LABELS)] == ["O", "B-PER", "I-PER"]
+    got = merge_windows([words], VITERBI_LABELS)[1]
+    assert got == Word("B-PER", pytest.approx(0.4), 2, 3)
+    # I-LOC after B-PER is not allowed either: the type follows the stronger reading
+    probs = np.array([[0.05, 0.05, 0.0, 0.9, 0.0], [0.1, 0.0, 0.6, 0.0, 0.3]])
+    words = [WindowWord(i, "", 0.0, i, i + 1, 5, p) for i, p in enumerate(probs)]
+    assert [w.tag for w in merge_windows([words], VITERBI_LABELS)] == ["B-PER", "I-PER"]
+
+
+def test_constrained_and_argmax_decoding_agree_on_well_formed_logits(encoder):
+    text = "John Smith lives in New York."
+    enc = encoder.encode([text])[0]
+    on = extract_entities(text, TABLE[enc.ids], enc.word_ids, enc.offsets, NER_LABELS, constrained=True)
+    off = extract_entities(text, TABLE[enc.ids], enc.word_ids, enc.offsets, NER_LABELS, constrained=False)
+    assert on == off and [e.text for e in on] == ["John Smith", "New York"]

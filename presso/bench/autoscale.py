@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 import yaml
 
+from presso.bench.provenance import model_versions
 from presso.bench.hpa import Autoscaler
 from presso.bench import wrk
 from presso.bench.texts import test_sentences
@@ -131,6 +132,7 @@ def run(models_dir: Path, out_dir: Path, idle_s: float = 45, step_s: float = 60,
         shutil.rmtree(work, ignore_errors=True)
 
     report = summarize(timeline, load, capacity, clients, idle_s, step_s, promql, target)
+    report["models"] = model_versions(models_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "autoscale.json").write_text(json.dumps(report, indent=2) + "\n")
     plot(report, out_dir / "autoscale.png")

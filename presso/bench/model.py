@@ -26,6 +26,7 @@ import platform
 import time
 from pathlib import Path
 
+from presso.bench.provenance import model_versions
 from compress.evaluate import TestSet, fixed_shape_latency_ms, latency_ms
 
 log = logging.getLogger(__name__)
@@ -211,6 +212,7 @@ def run(work_dir: Path, models_dir: Path, out_dir: Path, runs: int = 20) -> dict
               "setup": {"cores": os.cpu_count(), "machine": platform.machine(), "int8_preset": choose_preset(),
                         "runs_per_measurement": runs, "shapes": [f"{b}x{s}" for b, s in SHAPES],
                         "threads": "ONNX Runtime and PyTorch defaults (every core)"},
+              "models": model_versions(models_dir),
               "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "model-bench.json").write_text(json.dumps(report, indent=2) + "\n")

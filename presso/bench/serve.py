@@ -30,6 +30,7 @@ import httpx
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
+from presso.bench.provenance import model_versions
 from presso.bench import offline, wrk
 from presso.bench.net import free_port, wait_ready
 from presso.bench.texts import test_sentences
@@ -199,6 +200,7 @@ def run(models_dir: Path, name: str, out_dir: Path, torch_model: Path | None = N
         shutil.rmtree(work, ignore_errors=True)
 
     report = summarize(variants, single, manifest, settings, duration_s, warmup_s, max_requests)
+    report["models"] = model_versions(models_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "serve-bench.json").write_text(json.dumps(report, indent=2) + "\n")
     plot(report, out_dir / "serve-bench.png")

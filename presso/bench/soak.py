@@ -26,6 +26,7 @@ from pathlib import Path
 
 import psutil
 
+from presso.bench.provenance import model_versions
 from presso.bench import wrk
 from presso.bench.net import free_port
 from presso.bench.serve import cpu_name, start_server, stop_server
@@ -107,6 +108,7 @@ def run(models_dir: Path, out_dir: Path, segments: int = 10, segment_s: float = 
     finally:
         stop_server(proc)
     report = summarize(timeline, sampler.samples, capacity, load_factor, segment_s, cap)
+    report["models"] = model_versions(models_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "soak.json").write_text(json.dumps(report, indent=2) + "\n")
     plot(report, out_dir / "soak.png")
