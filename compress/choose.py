@@ -105,7 +105,7 @@ def choose_int8(fp32_onnx: Path, optimized_onnx: Path | None, fp32_model, output
     if eligible:
         chosen = min(eligible, key=lambda t: t[timing])
         reason = (f"fastest at {timing_shape[0]}x{timing_shape[1]} of the candidates within {max_drop_points} "
-                  f"validation points of fp32 ONNX, agreeing on >= {min_agreement:.0%} of its predictions"
+                  f"validation points of fp32 ONNX, agreeing on >= {min_agreement:.1%} of its predictions"
                   + (" and batch-invariant" if require_invariance else ""))
     elif fallback:
         chosen = fallback[0]

@@ -70,12 +70,11 @@ class LoadedModel:
         self.name: str = self.manifest["name"]
         self.task: str = self.manifest["task"]
         self.labels: list[str] = list(self.manifest["labels"])
-        # Decoding and casing as the model was built and evaluated; manifests from before either
-        # was recorded get Viterbi (right for any IOB2 model) and no casing input.
+        # Decoding as the model was built and evaluated; manifests from before it was recorded get
+        # Viterbi (right for any IOB2 model).
         self.constrained = self.manifest.get("decoding", VITERBI) == VITERBI
-        casing = bool((self.manifest.get("casing") or {}).get("enabled", False))
         try:
-            self.encoder = TextEncoder(path / "tokenizer.json", int(self.manifest["max_seq_len"]), stride_tokens, casing)
+            self.encoder = artifact_encoder(path, self.manifest, stride_tokens)
         except Exception as exc:  # the tokenizers library raises plain Exception for a bad file
             raise ArtifactError(f"{path}/tokenizer.json cannot be loaded: {exc}") from exc
         self.onnx = OnnxModel(path / self.manifest["model_file"], providers, intra_op_threads, spinning)
@@ -158,6 +157,14 @@ class LoadedModel:
             spans = group_entities(merge_windows(partials, self.labels if self.constrained else None), text)
             return {"entities": [s.as_dict() for s in spans], "windows": len(partials)}
         return partials[0]
+
+
+def artifact_encoder(path: Path, manifest: dict, stride_tokens: int = 0) -> TextEncoder:
+    """The artifact's tokenizer as its model was trained: ``max_seq_len`` and, when the manifest's
+    ``casing.enabled`` says so, casing classes in ``token_type_ids`` (manifests from before casing
+    was recorded: none)."""
+    casing = bool((manifest.get("casing") or {}).get("enabled", False))
+    return TextEncoder(path / "tokenizer.json", int(manifest["max_seq_len"]), stride_tokens, casing)
 
 
 def read_manifest(path: Path) -> dict:

@@ -90,13 +90,13 @@ def _logits_fn(runtime: str, path: Path, task: str):
 
 def measure_task(name: str, work: Path, artifact: Path, runs: int) -> dict:
     """Every variant of one task: size, test metric, fixed-shape and real-sentence latency."""
-    from service.encoding import TextEncoder
+    from service.registry import artifact_encoder
 
     manifest = json.loads((artifact / "manifest.json").read_text())
     task, metric = TASKS[name], manifest["metric"]
     splits = _splits(name)
     limit = manifest["profile"].get("max_eval_examples")
-    test = TestSet(splits, TextEncoder(artifact / "tokenizer.json", manifest["max_seq_len"]),
+    test = TestSet(splits, artifact_encoder(artifact, manifest),
                    splits.test[:limit] if limit else splits.test)
     results, fns = {}, {}
     for variant, (runtime, path) in variants(work, artifact, task).items():
