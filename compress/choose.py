@@ -72,6 +72,9 @@ def choose_int8(fp32_onnx: Path, optimized_onnx: Path | None, fp32_model, output
     timing = f"p50_ms_{timing_shape[0]}x{timing_shape[1]}"
     tried = []
     for name, build in builders:
+        if name == "fp32" and any(t.get("eligible") for t in tried):
+            tried.append({"candidate": name, "skipped": "an INT8 variant is eligible"})
+            continue
         path = work / f"int8-{name}.onnx"
         try:
             settings = build(path)
@@ -99,7 +102,7 @@ def choose_int8(fp32_onnx: Path, optimized_onnx: Path | None, fp32_model, output
         log.info("INT8 candidate %s: validation %s %.4f (fp32 ONNX %.4f), invariance %.3f, %.1f ms at %s, %s",
                  name, metric, score, reference, invariance, record[timing], timing_shape,
                  "eligible" if record["eligible"] else "not eligible")
-    built = [t for t in tried if "error" not in t]
+    built = [t for t in tried if "eligible" in t]
     eligible = [t for t in built if t["eligible"] and t["candidate"] != "fp32"]
     fallback = [t for t in built if t["eligible"] and t["candidate"] == "fp32"]
     if eligible:

@@ -24,6 +24,7 @@ from compress.data import NerExample, Splits, TextExample
 from compress.metrics import classification_metrics, ner_metrics, primary_metric
 from compress.profiles import Profile
 from service.casing import CASING_CLASSES, casing_type_ids
+from service.ner import iob2_viterbi
 
 log = logging.getLogger(__name__)
 IGNORE_INDEX = -100
@@ -133,16 +134,19 @@ def features(task: str, tokenizer, examples: Sequence, labels: Sequence[str], pr
 
 def compute_metrics_fn(task: str, labels: Sequence[str]):
     """Trainer ``compute_metrics`` using the same metric code as stage evaluation (NER: one tag per
-    word, read at its first sub-token; validation features label only first sub-tokens, so the
+    word, read at its first sub-token and decoded with :func:`service.ner.iob2_viterbi` as the
+    service and stage evaluation decode; validation features label only first sub-tokens, so the
     mask survives the Trainer's length-grouped evaluation order)."""
 
     def ner(pred) -> dict:
-        argmax = pred.predictions.argmax(-1)
+        logits = pred.predictions - pred.predictions.max(-1, keepdims=True)
+        probs = np.exp(logits)
+        probs /= probs.sum(-1, keepdims=True)
         true, guess = [], []
-        for p_row, l_row in zip(argmax, pred.label_ids):
+        for p_row, l_row in zip(probs, pred.label_ids):
             keep = l_row != IGNORE_INDEX
             true.append([labels[i] for i in l_row[keep]])
-            guess.append([labels[i] for i in p_row[keep]])
+            guess.append([labels[i] for i in iob2_viterbi(p_row[keep], labels)])
         m = ner_metrics(true, guess)
         return {"f1": m["f1"], "precision": m["precision"], "recall": m["recall"]}
 

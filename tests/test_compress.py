@@ -231,6 +231,8 @@ def test_choose_int8_builds_scores_and_records_every_candidate(tiny, tmp_path):
     chosen = next(c for c in result["candidates"] if c["candidate"] == result["candidate"])
     assert chosen["eligible"] and chosen["batch_invariance"] == 1.0 and (tmp_path / "int8.onnx").exists()
     assert result["candidate"] != "fp32"  # an INT8 variant is eligible, so the fallback does not ship
+    fallback = next(c for c in result["candidates"] if c["candidate"] == "fp32")
+    assert "skipped" in fallback and not (tmp_path / "int8-fp32.onnx").exists()  # nor is it built and scored
     scores_fp32 = next(c for c in result["candidates"] if c["candidate"] == "static_scores_fp32")
     assert {"/bert/encoder/layer.0/attention/self/MatMul", "/bert/encoder/layer.0/attention/self/MatMul_1"} <= set(
         scores_fp32["settings"]["nodes_kept_fp32"])
@@ -243,3 +245,25 @@ def test_choose_int8_builds_scores_and_records_every_candidate(tiny, tmp_path):
     assert strict["candidate"] == "fp32" and "shipping fp32" in strict["chosen_because"]
     assert check_parity(OnnxModel(onnx_path).run, OnnxModel(tmp_path / "int8.onnx").run,
                         [pad_batch(encoder.encode(TEXTS))], atol=0.0) == 0.0
+
+
+def test_trainer_validation_metric_decodes_like_the_service():
+    """The Trainer's NER validation F1 (which picks the best checkpoint) uses the IOB2 Viterbi
+    decoding the service ships, not a per-word argmax."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from compress.train import IGNORE_INDEX, compute_metrics_fn
+
+    labels = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG"]
+    # word 2's argmax is I-ORG after B-PER: invalid IOB2; Viterbi repairs it to I-PER
+    probs = np.array([[[0.05, 0.9, 0.02, 0.02, 0.01],
+                       [0.05, 0.02, 0.45, 0.02, 0.46],
+                       [0.9, 0.025, 0.025, 0.025, 0.025]]])
+    gold = np.array([[1, 2, 0]])
+    pred = SimpleNamespace(predictions=np.log(probs), label_ids=gold)
+    assert compute_metrics_fn("ner", labels)(pred)["f1"] == 1.0
+    gold_masked = np.array([[1, IGNORE_INDEX, 0]])
+    pred = SimpleNamespace(predictions=np.log(probs), label_ids=gold_masked)
+    assert compute_metrics_fn("ner", labels)(pred)["f1"] == 1.0
