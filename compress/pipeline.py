@@ -101,7 +101,9 @@ class Build:
         self.main_process = int(os.environ.get("RANK", "0")) == 0
         self.clock = Stopwatch()
         self.base = base_model()
-        self.train = cap(splits.train, profile.max_train_examples.get(self.task))
+        # built-in corpora train for the profile's measured epochs; a user's data until it plateaus
+        self.plateau = None if splits.builtin else profile.user_data
+        self.train = splits.train if self.plateau else cap(splits.train, profile.max_train_examples.get(self.task))
         self.validation = cap(splits.validation, profile.max_eval_examples)
         test_examples = cap(splits.test, profile.max_eval_examples)
         log.info("stage data: %s, labels %s, train/validation/test %d/%d/%d (of %s)", splits.dataset,
@@ -182,7 +184,7 @@ class Build:
                 enable_casing(model)
             model, self.histories["fine_tune"] = self.clock.run(
                 "fine_tune", fine_tune, model, self.tokenizer, self.splits, self.profile, self.work,
-                self.profile.epochs[self.task], self.train, self.validation, "fine_tune")
+                self.profile.epochs[self.task], self.train, self.validation, "fine_tune", plateau=self.plateau)
             if self.main_process:
                 model.save_pretrained(checkpoint)
         self.evaluate("fp32", "pytorch", as_numpy_logits(model), dir_bytes(self.work / "fp32", "*.safetensors"))
@@ -196,8 +198,10 @@ class Build:
                                  self.profile.prune_ffn_ratio, self.profile.prune_layers)
         model, self.histories["recovery"] = self.clock.run(
             "recovery", fine_tune, model, self.tokenizer, self.splits, self.profile, self.work,
-            self.profile.recovery_epochs, self.train, self.validation, "recovery", teacher)
-        pruning["recovery"] = {"epochs": self.profile.recovery_epochs, "distillation": None if teacher is None else {
+            self.profile.recovery_epochs, self.train, self.validation, "recovery", teacher, self.plateau)
+        pruning["recovery"] = {"epochs": None if self.plateau else self.profile.recovery_epochs,
+                               "budget": self.histories["recovery"]["budget"],
+                               "distillation": None if teacher is None else {
             "teacher": "fp32 fine-tuned", "alpha": self.profile.distill_alpha,
             "temperature": self.profile.distill_temperature}}
         return model, pruning
@@ -266,6 +270,8 @@ class Build:
                         "used": {"train": len(self.train), "validation": len(self.validation),
                                  "test": len(self.test.encoded)}, **self.splits.notes},
             "profile": self.profile.model_dump(),
+            "training_budget": {stage: self.histories[stage]["budget"] for stage in ("fine_tune", "recovery")
+                                if "budget" in self.histories.get(stage, {})},
             "metric": metric,
             "stages": {s["stage"]: {k: v for k, v in s.items() if k != "stage"} for s in self.stages},
             "fine_tune_reused_from": self.histories["fine_tune"].get("reused_checkpoint"),
@@ -277,6 +283,10 @@ class Build:
                 "int8_agreement_with_fp32_onnx": final["agreement_with_previous"],
                 "int8_batch_invariance": final["batch_invariance"]["same_prediction_alone_and_batched"],
                 "int8_variant": quantization["candidate"],
+                **{f"{stage}_ended_by": self.histories[stage]["budget"]["ended_by"]
+                   for stage in ("fine_tune", "recovery") if "budget" in self.histories.get(stage, {})},
+                **({"test_split": "the validation split (no test file given)"}
+                   if self.splits.notes.get("test", {}).get("same_as") == "validation" else {}),
             },
             "accuracy_gate": gate,
             "pruning": pruning,

@@ -7,6 +7,20 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 
+class PlateauBudget(BaseModel):
+    """The training budget for a user's data (the profiles' epoch counts were measured on the
+    built-in datasets): train until the validation metric stops improving (``patience``
+    evaluations without a gain), evaluating ``evaluations_per_epoch`` times per pass, at most
+    ``max_epochs`` passes, clamped to ``[min_steps, max_steps]`` optimizer steps, with the profile's
+    10% linear warm-up. Used for fine-tuning and for the recovery after pruning."""
+
+    max_epochs: float = Field(10.0, gt=0)
+    min_steps: int = Field(200, ge=1)
+    max_steps: int = Field(6000, ge=1)
+    evaluations_per_epoch: float = Field(2.0, gt=0)
+    patience: int = Field(3, ge=1)
+
+
 class Profile(BaseModel):
     name: str
     epochs: dict[str, float] = Field(description="fine-tuning epochs per task ('ner', 'classify') over the "
@@ -52,6 +66,9 @@ class Profile(BaseModel):
     int8_selection_margin: float = Field(
         0.005, ge=0, le=0.01, description="INT8 variants must agree with fp32 ONNX on at least min_int8_agreement + "
         "this margin of validation predictions, so the test split's gate check holds")
+    user_data: PlateauBudget = Field(default_factory=PlateauBudget, description="budget for --task builds on a "
+                                     "user's files (epochs, recovery_epochs and max_train_examples apply to the "
+                                     "built-in datasets)")
     int8_fp32_fallback: bool = Field(True, description="ship the fp32 graph when no INT8 variant is eligible "
                                      "(recorded as int8_variant 'fp32'), instead of failing the gate")
 

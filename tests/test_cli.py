@@ -20,9 +20,18 @@ def test_bad_user_data_names_file_and_line(tmp_path):
     assert f"{bad}:2: tag 'BOGUS-TAG' is not O, B-TYPE or I-TYPE" in result.output
 
 
-def test_task_needs_all_three_files(tmp_path):
-    result = runner.invoke(app, ["build", "--task", "classify", "--train", str(tmp_path / "x.csv")])
-    assert result.exit_code != 0 and "--task needs --train, --validation and --test" in result.output
+def test_task_needs_a_training_file(tmp_path):
+    result = runner.invoke(app, ["build", "--task", "classify"])
+    assert result.exit_code != 0 and "--task needs --train" in result.output
+
+
+def test_missing_column_lists_the_columns_found(tmp_path):
+    p = tmp_path / "intents.csv"
+    p.write_text("utterance,intent\nbook a flight,travel\n")
+    result = runner.invoke(app, ["build", "--task", "classify", "--train", str(p), "--models-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert lines == [f"error: {p}: no column 'text' (columns: 'utterance', 'intent'); name it with --text-column"]
 
 
 def test_unknown_profile_is_refused():
@@ -73,3 +82,30 @@ def test_ner_quality_report_from_manifests(tmp_path):
         tmp_path / "out" / "ner-quality.md").read_text()
     bad = runner.invoke(app, ["bench", "ner-quality", "--manifest", "no-equals-sign"])
     assert bad.exit_code == 2 and "LABEL=FILE" in bad.output
+
+
+def test_a_csv_with_other_columns_and_no_validation_file_builds_with_one_command(tmp_path, monkeypatch):
+    """The CLI reads the user's layout, holds out validation, reuses it as test, and hands typed
+    splits to the pipeline (training itself is covered by the end-to-end test)."""
+    import compress.pipeline
+
+    p = tmp_path / "intents.csv"
+    p.write_text("id,utterance,intent\n" + "".join(f"{i},text number {i},{'abcd'[i % 4]}\n" for i in range(200))
+                 + "200,,a\n")
+    seen = {}
+
+    def fake_build(splits, name, models_dir, profile, work_dir, reuse):
+        seen.update(splits=splits, name=name, seed=profile.seed)
+        return {"summary": {"ok": True}}
+
+    monkeypatch.setattr(compress.pipeline, "build", fake_build)
+    result = runner.invoke(app, ["build", "--task", "classify", "--train", str(p), "--text-column", "utterance",
+                                 "--label-column", "intent", "--seed", "7", "--name", "intents",
+                                 "--models-dir", str(tmp_path / "m")])
+    assert result.exit_code == 0, result.output
+    splits = seen["splits"]
+    assert seen["name"] == "intents" and seen["seed"] == 7
+    assert splits.labels == ["a", "b", "c", "d"] and splits.sizes() == {"train": 180, "validation": 20, "test": 20}
+    assert splits.notes["validation"]["seed"] == 7 and splits.notes["test"]["same_as"] == "validation"
+    assert splits.notes["rows"]["train"] == {"rows": 201, "kept": 200, "skipped_empty_text": 1}
+    assert splits.notes["layout"]["text_column"] == "utterance"

@@ -121,6 +121,37 @@ def test_fine_tune_runs_the_trainer_with_early_stopping_metrics(tiny, tmp_path):
     assert 0 <= history["best_validation"]["f1"] <= 1
 
 
+def test_plateau_schedule_scales_with_the_data():
+    from compress.profiles import PlateauBudget
+    from compress.train import plateau_schedule
+
+    budget = PlateauBudget(max_epochs=10, min_steps=200, max_steps=6000, evaluations_per_epoch=2)
+    assert plateau_schedule(313, budget) == (3140, 157)  # 10 passes evaluated twice each, to a whole evaluation
+    assert plateau_schedule(5, budget) == (201, 3)  # small data: at least min_steps
+    assert plateau_schedule(2000, budget) == (6000, 1000)  # large data: at most max_steps
+    steps, every = plateau_schedule(7, PlateauBudget(max_epochs=1, min_steps=1, evaluations_per_epoch=0.5))
+    assert steps == every == 7  # never evaluates less often than the whole budget
+
+
+def test_a_user_dataset_trains_until_the_validation_metric_plateaus(tiny, tmp_path):
+    """Early stopping (patience) ends a plateau budget before its cap, and the history says which ended it."""
+    from compress.data import Splits
+    from compress.profiles import PROFILES, PlateauBudget
+    from compress.train import fine_tune
+
+    _, _, d = tiny
+    tokenizer = transformers.BertTokenizerFast(tokenizer_file=str(d / "tokenizer.json"))
+    model = tiny_bert(num_hidden_layers=1, num_attention_heads=2, intermediate_size=32).train()
+    examples = [NerExample(["john", "is", "good"], ["B-PER", "O", "O"])] * 8
+    splits = Splits("ner", "fake", examples, examples[:4], examples[:4], NER_LABELS)
+    profile = PROFILES["smoke"].model_copy(update={"batch_size": 4, "learning_rate": 5e-3})
+    plateau = PlateauBudget(max_epochs=100, min_steps=1, max_steps=400, evaluations_per_epoch=1, patience=1)
+    _, history = fine_tune(model, tokenizer, splits, profile, tmp_path, 1.0, examples, examples[:4], "fine_tune",
+                           plateau=plateau)
+    assert history["budget"]["kind"] == "plateau" and history["budget"]["max_steps"] == 200
+    assert history["budget"]["ended_by"] == "plateau" and history["steps"] < 200
+
+
 def test_the_same_seed_trains_the_same_weights_and_scores_the_same_importance(tiny, tmp_path):
     """Run-to-run determinism: fine-tuning (data order, dropout) and importance scoring depend
     only on the seed and the checkpoint."""

