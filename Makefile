@@ -9,7 +9,8 @@ EXTRAS ?= cpu,compress,bench,test
 .PHONY: run install models serve test test-fast test-container autoscale bench-serve bench-model soak clean
 
 # A build refused by the accuracy gate does not stop the others: whatever passed is served, and
-# `make run` exits with the build's status (3) once the server is stopped.
+# the recipe ends with the refused build's status (3) once the server is stopped (make then reports
+# "Error 3" and exits 2).
 run: install
 	@status=0; \
 	$(PRESSO) build ner --profile $(PROFILE) --if-missing || status=$$?; \

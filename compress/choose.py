@@ -25,8 +25,9 @@ import shutil
 from pathlib import Path
 
 from compress.evaluate import TestSet, agreement, fixed_shape_latency_ms
-from compress.quantize import (ATTENTION_SCORE_NODES, FFN_NODES, FFN_OUTPUT_NODES, HEAD_NODES, quantize_dynamic,
-                               quantize_static)
+from compress.arch import Adapter
+from compress.arch.bert import BERT
+from compress.quantize import HEAD_NODES, quantize_dynamic, quantize_static
 
 log = logging.getLogger(__name__)
 TIMING_SHAPE = (8, 128)  # batch x tokens used to rank candidates by speed
@@ -36,8 +37,10 @@ INVARIANCE_EXAMPLES = 200
 def choose_int8(fp32_onnx: Path, optimized_onnx: Path | None, fp32_model, output: Path, calibration: list,
                 selection: TestSet, metric: str, max_drop_points: float, require_invariance: bool,
                 work: Path, timing_shape: tuple[int, int] = TIMING_SHAPE, min_agreement: float = 0.0,
-                fp32_fallback: bool = True) -> dict:
+                fp32_fallback: bool = True, adapter: Adapter = BERT) -> dict:
     """Build every candidate, keep the fastest eligible one at ``output``.
+
+    ``adapter`` names the architecture's FFN and attention-score nodes (:mod:`compress.arch`).
 
     Eligible: validation ``metric`` within ``max_drop_points`` of the fp32 ONNX model, predictions
     equal to the fp32 ONNX model's on at least ``min_agreement`` of validation words / texts (the
@@ -54,16 +57,19 @@ def choose_int8(fp32_onnx: Path, optimized_onnx: Path | None, fp32_model, output
 
     reference_preds = selection.predict(fp32_model.run)
     reference = selection.metrics(reference_preds)[metric]
+    ffn_output = adapter.ffn_out_nodes
+    ffn = adapter.ffn_out_nodes + adapter.ffn_in_nodes
+    scores = adapter.attention_score_nodes
     builders = [
         ("static", lambda p: quantize_static(fp32_onnx, p, calibration, exclude_patterns=HEAD_NODES)),
         ("static_ffn_output_fp32", lambda p: quantize_static(fp32_onnx, p, calibration,
-                                                              exclude_patterns=HEAD_NODES + FFN_OUTPUT_NODES)),
+                                                              exclude_patterns=HEAD_NODES + ffn_output)),
         ("static_ffn_fp32", lambda p: quantize_static(fp32_onnx, p, calibration,
-                                                       exclude_patterns=HEAD_NODES + FFN_NODES)),
+                                                       exclude_patterns=HEAD_NODES + ffn)),
         ("static_scores_fp32", lambda p: quantize_static(fp32_onnx, p, calibration,
-                                                          exclude_patterns=HEAD_NODES + ATTENTION_SCORE_NODES)),
+                                                          exclude_patterns=HEAD_NODES + scores)),
         ("static_ffn_scores_fp32", lambda p: quantize_static(
-            fp32_onnx, p, calibration, exclude_patterns=HEAD_NODES + FFN_NODES + ATTENTION_SCORE_NODES)),
+            fp32_onnx, p, calibration, exclude_patterns=HEAD_NODES + ffn + scores)),
         ("dynamic_per_channel", lambda p: quantize_dynamic(optimized_onnx or fp32_onnx, p, per_channel=True)),
         ("dynamic", lambda p: quantize_dynamic(optimized_onnx or fp32_onnx, p, per_channel=False)),
     ]

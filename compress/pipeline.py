@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from compress import artifact
+from compress.arch import adapter_for
 from compress.data import Splits
 from compress.evaluate import TestSet, agreement, evaluate_stage
 from compress.export import check_parity, export_onnx
@@ -91,7 +92,7 @@ class Build:
     called in order by :func:`build`."""
 
     def __init__(self, splits: Splits, name: str, profile: Profile, work: Path, reuse_fine_tuned: bool = False) -> None:
-        from transformers import AutoTokenizer
+        from transformers import AutoConfig, AutoTokenizer
 
         from service.encoding import TextEncoder
 
@@ -112,6 +113,8 @@ class Build:
         if self.out.exists():
             shutil.rmtree(self.out)
         self.out.mkdir(parents=True)
+        self.base_config = AutoConfig.from_pretrained(self.base["path"])
+        self.adapter = adapter_for(self.base_config)
         self.tokenizer = AutoTokenizer.from_pretrained(self.base["path"])
         self.tokenizer.save_pretrained(self.out)
         self.casing = self.casing_decision()
@@ -139,7 +142,7 @@ class Build:
         elif not lowercases(Tokenizer.from_file(str(self.out / "tokenizer.json"))):
             enabled, reason = False, "the tokenizer keeps case (the model sees capitalisation already)"
         elif ("token_type_ids" not in self.tokenizer.model_input_names
-              or not getattr(AutoConfig.from_pretrained(self.base["path"]), "type_vocab_size", 0)):
+              or not getattr(self.base_config, "type_vocab_size", 0)):
             enabled, reason = False, "the encoder has no token_type_ids input to carry casing classes"
         else:
             enabled, reason = True, "the tokenizer lowercases; casing classes restore capitalisation"
@@ -227,7 +230,10 @@ class Build:
 
         path = self.work / "model_fp32_optimized.onnx"
         try:
-            record = self.clock.run("optimize", optimize_graph, fp32_onnx, path)
+            if self.adapter.fusion is None:
+                log.info("stage optimize: skipped for %s: %s", self.adapter.family, self.adapter.fusion_note)
+                return None, {"skipped": self.adapter.fusion_note}
+            record = self.clock.run("optimize", optimize_graph, fp32_onnx, path, self.adapter.fusion)
             record["parity_max_abs_logit_diff"] = check_parity(onnx_fp32.run, OnnxModel(path).run,
                                                                self.test.sample_batches(), OPTIMIZED_ATOL)
             return path, record
@@ -247,7 +253,7 @@ class Build:
                                       calibration, selection, self.metric, self.profile.int8_max_drop_points,
                                       self.profile.require_batch_invariance, self.work,
                                       min_agreement=self.profile.min_int8_agreement + self.profile.int8_selection_margin,
-                                      fp32_fallback=self.profile.int8_fp32_fallback)
+                                      fp32_fallback=self.profile.int8_fp32_fallback, adapter=self.adapter)
         self.evaluate("int8", "onnxruntime", OnnxModel(int8_path).run, int8_path.stat().st_size)
         return int8_path, quantization
 
@@ -266,6 +272,7 @@ class Build:
             "casing": self.casing,
             **({"decoding": VITERBI} if self.task == "ner" else {}),
             "base_model": {"name": self.base["name"], "version": self.base["version"]},
+            "architecture": {"model_type": self.base_config.model_type, **self.adapter.describe()},
             "dataset": {"name": self.splits.dataset, "sizes": self.splits.sizes(),
                         "used": {"train": len(self.train), "validation": len(self.validation),
                                  "test": len(self.test.encoded)}, **self.splits.notes},

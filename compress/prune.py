@@ -1,5 +1,7 @@
-"""Structured pruning of BERT-family encoders: whole attention heads and FFN intermediate neurons,
-so the weight matrices really shrink (unstructured masks give no speed-up on CPU).
+"""Structured pruning of transformer encoders: whole layers, attention heads and FFN intermediate
+neurons, so the weight matrices really shrink (unstructured masks give no speed-up on CPU). Where
+the parts live, and what an architecture cannot prune, comes from its adapter
+(:func:`compress.arch.adapter_for`).
 
 Importance scores, accumulated over training batches:
 
@@ -24,47 +26,58 @@ from typing import Iterable
 
 import torch
 
+from compress.arch import adapter_for
+
 log = logging.getLogger(__name__)
 LAYER_SCORING_BATCHES = 16  # forward passes only; enough to rank six layers stably
 
 
 def encoder_layers(model) -> list:
-    return list(model.base_model.encoder.layer)
+    """The weight-owning encoder layers, in order."""
+    return adapter_for(model).layers(model)
 
 
-def importance_scores(model, batches: Iterable[dict]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def importance_scores(model, batches: Iterable[dict]) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
     """Head and FFN-neuron importance on labelled batches (dicts with ``labels``).
 
     Returns:
-        (head_importance ``[num_layers, num_heads]``, ffn_importance: per layer ``[intermediate_size]``).
+        (head_importance ``[num_layers, num_heads]``, or None where the architecture cannot prune
+        heads; ffn_importance: per layer ``[intermediate_size]``).
     """
-    config = model.config
-    layers = encoder_layers(model)
-    head_mask = torch.ones(config.num_hidden_layers, config.num_attention_heads, requires_grad=True)
-    head_score = torch.zeros_like(head_mask)
-    ffn_score = [torch.zeros(layer.intermediate.dense.out_features) for layer in layers]
+    adapter = adapter_for(model)
+    layers = adapter.layers(model)
+    head_mask = None
+    if adapter.head_pruning:
+        head_mask = torch.ones(adapter.num_layers(model), adapter.num_heads(model), requires_grad=True)
+        head_score = torch.zeros_like(head_mask)
+    ffn_score = [torch.zeros(adapter.ffn(layer)[0].out_features) for layer in layers]
     hooks = []
 
     def watch(index: int):
-        def forward_hook(_module, _inputs, output):
+        def pre_hook(_module, inputs):  # the out-projection's input: the FFN's activations
+            activation = inputs[0]
+
             def grad_hook(grad):
-                ffn_score[index].add_((output.detach() * grad).sum(dim=(0, 1)).abs())
-            output.register_hook(grad_hook)
-        return forward_hook
+                ffn_score[index].add_((activation.detach() * grad).sum(dim=(0, 1)).abs())
+            activation.register_hook(grad_hook)
+        return pre_hook
 
     for i, layer in enumerate(layers):
-        hooks.append(layer.intermediate.register_forward_hook(watch(i)))
+        hooks.append(adapter.ffn(layer)[1].register_forward_pre_hook(watch(i)))
     model.train(False)  # no dropout while scoring
     try:
         for batch in batches:
-            out = model(**batch, head_mask=head_mask)
+            out = model(**batch, **({"head_mask": head_mask} if head_mask is not None else {}))
             out.loss.backward()
-            head_score += head_mask.grad.abs().detach()
-            head_mask.grad = None
+            if head_mask is not None:
+                head_score += head_mask.grad.abs().detach()
+                head_mask.grad = None
             model.zero_grad(set_to_none=True)
     finally:
         for h in hooks:
             h.remove()
+    if head_mask is None:
+        return None, ffn_score
     norm = head_score.norm(dim=1, keepdim=True).clamp_min(1e-12)
     return head_score / norm, ffn_score
 
@@ -92,20 +105,20 @@ def prune_ffn(model, ffn_importance: list[torch.Tensor], ratio: float) -> int:
     """
     from transformers.pytorch_utils import prune_linear_layer
 
+    adapter = adapter_for(model)
     width = ffn_importance[0].numel()
     keep = max(1, round(width * (1.0 - ratio)))
-    for layer, score in zip(encoder_layers(model), ffn_importance):
+    for layer, score in zip(adapter.layers(model), ffn_importance):
         index = score.argsort(descending=True)[:keep].sort().values
-        layer.intermediate.dense = prune_linear_layer(layer.intermediate.dense, index, dim=0)
-        layer.output.dense = prune_linear_layer(layer.output.dense, index, dim=1)
-    model.config.intermediate_size = keep
+        inner, outer = adapter.ffn(layer)
+        adapter.set_ffn(layer, prune_linear_layer(inner, index, dim=0), prune_linear_layer(outer, index, dim=1))
+    adapter.set_ffn_width(model, keep)
     return keep
 
 
 def layer_importance(model, batches: Iterable[dict]) -> torch.Tensor:
     """Mean training-loss increase when each encoder layer is skipped alone (``[num_layers]``)."""
-    encoder = model.base_model.encoder
-    layers = encoder.layer
+    adapter = adapter_for(model)
     batches = list(batches)
     model.train(False)
 
@@ -113,14 +126,11 @@ def layer_importance(model, batches: Iterable[dict]) -> torch.Tensor:
         with torch.no_grad():
             return sum(float(model(**b).loss) for b in batches) / max(1, len(batches))
 
-    try:
-        base = loss()
-        scores = []
-        for skip in range(len(layers)):
-            encoder.layer = torch.nn.ModuleList(l for i, l in enumerate(layers) if i != skip)
+    base = loss()
+    scores = []
+    for skip in range(adapter.num_layers(model)):
+        with adapter.skip_layer(model, skip):
             scores.append(loss() - base)
-    finally:
-        encoder.layer = layers
     return torch.tensor(scores)
 
 
@@ -133,11 +143,8 @@ def layers_to_drop(importance: torch.Tensor, n: int) -> list[int]:
 
 def drop_layers(model, layers: list[int]) -> None:
     """Remove whole encoder layers in place (config updated so ``from_pretrained`` reloads it)."""
-    if not layers:
-        return
-    encoder = model.base_model.encoder
-    encoder.layer = torch.nn.ModuleList(l for i, l in enumerate(encoder.layer) if i not in set(layers))
-    model.config.num_hidden_layers = len(encoder.layer)
+    if layers:
+        adapter_for(model).drop_layers(model, layers)
 
 
 def prune_model(model, batches: Iterable[dict], head_ratio: float, ffn_ratio: float, n_layers: int = 0) -> dict:
@@ -147,25 +154,30 @@ def prune_model(model, batches: Iterable[dict], head_ratio: float, ffn_ratio: fl
         A record of what was removed: ``pruned_heads`` ``{layer: [head, ...]}``, ``heads_per_layer``,
         ``intermediate_size`` before/after, parameter counts before/after.
     """
+    adapter = adapter_for(model)
     params_before = sum(p.numel() for p in model.parameters())
-    width_before = model.config.intermediate_size
+    width_before = adapter.ffn_width(model)
     batches = list(batches)
     layer_scores = layer_importance(model, batches[:LAYER_SCORING_BATCHES]) if n_layers else None
     dropped = layers_to_drop(layer_scores, n_layers) if n_layers else []
     drop_layers(model, dropped)  # heads and neurons are then scored in the model that remains
     head_importance, ffn_importance = importance_scores(model, batches)
-    heads = heads_to_prune(head_importance, head_ratio)
+    heads = heads_to_prune(head_importance, head_ratio) if head_importance is not None else {}
     if heads:
-        model.prune_heads(heads)
+        adapter.prune_heads(model, heads)
+    elif head_importance is None and head_ratio > 0:
+        log.info("pruning: heads not pruned for %s: %s", adapter.family, adapter.head_pruning_note)
     width_after = prune_ffn(model, ffn_importance, ffn_ratio)
     params_after = sum(p.numel() for p in model.parameters())
-    heads_per_layer = [layer.attention.self.num_attention_heads for layer in encoder_layers(model)]
+    heads_per_layer = [adapter.heads(layer) for layer in adapter.layers(model)]
     log.info("pruned %d heads (per layer now %s), FFN %d -> %d, parameters %d -> %d",
              sum(len(v) for v in heads.values()), heads_per_layer, width_before, width_after,
              params_before, params_after)
     return {
         "method": "layer ablation loss (Sajjad et al. 2022) + head importance (Michel et al. 2019) + FFN "
                   "first-order Taylor (Molchanov et al. 2017)",
+        "architecture": adapter.describe(),
+        "heads_skipped_because": None if head_importance is not None else adapter.head_pruning_note,
         "layers_dropped": dropped,
         "layer_importance_loss_increase": None if layer_scores is None else [round(float(x), 5) for x in layer_scores],
         "head_ratio": head_ratio,

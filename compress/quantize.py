@@ -27,18 +27,15 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
-# Nodes kept in fp32 by static quantization (candidate sets, see compress.choose):
-# the classification head and pooler always (their outputs feed the argmax directly; the pooler is
-# one [CLS] vector per text), then also the FFN output projections, whose post-GELU inputs have
-# outliers that one fixed u8 scale clips. Measured (same runs, 2 cores): on the default CoNLL-2003
-# model the FFN exclusion changed test F1 only 0.8310 -> 0.8318 for a 29% larger file and 20% slower
-# batches; on a weakly trained tweet model it recovered accuracy 0.664 -> 0.685 (fp32 0.683).
+# Nodes kept in fp32 by every static variant (see compress.choose): the classification head and
+# pooler (their outputs feed the argmax directly; the pooler is one [CLS] vector per text). The
+# other candidates also keep an architecture's FFN projections or attention-score MatMuls fp32;
+# their node patterns come from its adapter (compress.arch). Measured (same runs, 2 cores): on the
+# default CoNLL-2003 model keeping the FFN output projections fp32 changed test F1 only
+# 0.8310 -> 0.8318 for a 29% larger file and 20% slower batches; on a weakly trained tweet model it
+# recovered accuracy 0.664 -> 0.685 (fp32 0.683): post-GELU activations have outliers that one
+# fixed u8 scale clips.
 HEAD_NODES = (r"classifier", r"pooler")
-FFN_OUTPUT_NODES = (r"layer\.\d+/output/dense/MatMul",)
-FFN_NODES = FFN_OUTPUT_NODES + (r"layer\.\d+/intermediate/dense/MatMul",)
-# Q K^T and P V: MatMuls of two activations, directly under the attention block (the projections
-# are .../attention/self/query/MatMul etc.).
-ATTENTION_SCORE_NODES = (r"attention/self/MatMul(_\d+)?$",)
 
 
 def cpu_flags() -> set[str]:
@@ -170,19 +167,19 @@ def quantize_static(model_path: Path, output: Path, calibration: Iterable[dict[s
     return settings
 
 
-def optimize_graph(model_path: Path, output: Path) -> dict:
-    """Offline ONNX Runtime transformer optimizer (``onnxruntime.transformers.optimizer``, model type
-    ``bert``): fuses attention, LayerNorm with its residual add, GELU and bias adds. Head counts are
-    detected per attention block, so pruned models with uneven heads fuse too; callers check
-    parity against the unfused graph.
+def optimize_graph(model_path: Path, output: Path, model_type: str = "bert") -> dict:
+    """Offline ONNX Runtime transformer optimizer (``onnxruntime.transformers.optimizer``; the
+    ``model_type`` comes from the architecture's adapter): fuses attention, LayerNorm with its
+    residual add, GELU and bias adds. Head counts are detected per attention block, so pruned
+    models with uneven heads fuse too; callers check parity against the unfused graph.
 
     Returns:
         ``{"library", "fused_operators": {op: count}}``.
     """
     from onnxruntime.transformers.optimizer import optimize_model
 
-    optimized = optimize_model(str(model_path), model_type="bert", num_heads=0, hidden_size=0)
+    optimized = optimize_model(str(model_path), model_type=model_type, num_heads=0, hidden_size=0)
     optimized.save_model_to_file(str(output))
     fused = {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}
     log.info("optimized %s -> %s: %s", model_path, output, fused)
-    return {"library": "onnxruntime.transformers.optimizer", "fused_operators": fused}
+    return {"library": "onnxruntime.transformers.optimizer", "model_type": model_type, "fused_operators": fused}

@@ -63,15 +63,16 @@ def enable_casing(model) -> None:
     Raises:
         ValueError: the encoder has no token-type embedding to widen.
     """
-    embeddings = getattr(model.base_model, "embeddings", None)
-    old = getattr(embeddings, "token_type_embeddings", None)
-    if not isinstance(old, torch.nn.Embedding):
+    from compress.arch import adapter_for
+
+    adapter = adapter_for(model)
+    old = adapter.type_embedding(model)
+    if old is None:
         raise ValueError(f"{type(model.base_model).__name__} has no token_type_embeddings")
     new = torch.nn.Embedding(len(CASING_CLASSES), old.embedding_dim)
     with torch.no_grad():
         new.weight.copy_(old.weight[0].expand(len(CASING_CLASSES), -1))
-    embeddings.token_type_embeddings = new
-    model.config.type_vocab_size = len(CASING_CLASSES)
+    adapter.set_type_embedding(model, new)
     model.config.presso_casing = True
 
 
@@ -317,12 +318,21 @@ def plateau_schedule(steps_per_epoch: int, plateau: PlateauBudget) -> tuple[int,
     return eval_steps * n_evals, eval_steps
 
 
+def model_inputs(model) -> set[str]:
+    """Names of the inputs ``model.forward`` takes (``input_ids``, ``attention_mask``, ...)."""
+    import inspect
+
+    return set(inspect.signature(model.forward).parameters)
+
+
 def as_numpy_logits(model):
-    """Adapter: a torch model as ``batch dict of int64 [batch, seq_len] -> float32 logits``."""
+    """Adapter: a torch model as ``batch dict of int64 [batch, seq_len] -> float32 logits``; keys
+    the model's ``forward`` does not take (``token_type_ids`` for DistilBERT, MPNet) are dropped."""
     model.eval()
+    accepted = model_inputs(model)
 
     def run(batch: dict[str, np.ndarray]) -> np.ndarray:
         with torch.inference_mode():
-            return model(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits.float().numpy()
+            return model(**{k: torch.from_numpy(v) for k, v in batch.items() if k in accepted}).logits.float().numpy()
 
     return run

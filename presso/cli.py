@@ -257,11 +257,31 @@ def bench_ner_quality(
     typer.echo(json.dumps(report["summary"], indent=2))
 
 
+@bench.command("arch")
+def bench_arch(out_dir: Path = typer.Option(Path("reports"), help="where arch-support.json and .md go")) -> None:
+    """Support matrix: a tiny random model of every architecture family through pruning, export,
+    fusion and INT8 (no downloads; a minute or two)."""
+    _logging("WARNING")
+    from presso.bench.arch import run as run_arch
+
+    report = run_arch(out_dir)
+    failed = [(r["family"], r["task"], s) for r in report["results"] for s, c in r["stages"].items()
+              if c.startswith("failed")]
+    typer.echo((out_dir / "arch-support.md").read_text())
+    if failed:
+        typer.echo(f"error: stages failed: {failed}", err=True)
+        raise typer.Exit(1)
+
+
 @app.command()
 def report(models_dir: Path = typer.Argument(Path("models"), help="directory of model artifacts")) -> None:
     """Print each artifact's stage metrics, sizes and latencies as markdown."""
     from presso.report import render
 
+    if not any(Path(models_dir).glob("*/manifest.json")):
+        typer.echo(f"error: no model artifacts in {models_dir} (no */manifest.json); build one first: "
+                   f"presso build ner", err=True)
+        raise typer.Exit(2)
     typer.echo(render(models_dir))
 
 

@@ -168,7 +168,8 @@ def create_app(settings: Settings, models: dict[str, LoadedModel] | None = None)
                                else f"body.texts.{i}")
 
     async def run(task: str, body: InferenceRequest, request: Request) -> tuple[LoadedModel, list[dict]]:
-        deadline = time.monotonic() + (body.timeout_ms or settings.request_timeout_ms) / 1000.0
+        arrived_at = getattr(request.state, "arrived_at", None) or time.monotonic()  # headers in, body not yet
+        deadline = arrived_at + (body.timeout_ms or settings.request_timeout_ms) / 1000.0
         for _attempt in range(3):
             model = pick_model(task, body.model)
             batcher = state.batchers[model.name]  # the pair is swapped together on reload
@@ -185,15 +186,33 @@ def create_app(settings: Settings, models: dict[str, LoadedModel] | None = None)
         texts = body.all_texts()
         single = body.text is not None
         check_limits(texts, single)
+
+        def expired(where: str) -> ApiError:
+            state.metrics.timed_out.labels(model=model.name).inc()
+            return ApiError(504, "deadline_exceeded", f"deadline passed {where} (timeout_ms "
+                            f"{body.timeout_ms or settings.request_timeout_ms:g}, counted from arrival)",
+                            "body.timeout_ms")
+
+        if time.monotonic() >= deadline:
+            raise expired("before tokenization (the body took that long to arrive)")
         try:  # a request over the queue's token bound could never be admitted, or would lock others out
             if sum(map(len, texts)) <= INLINE_TOKENIZE_CHARS:
                 sequences = model.tokenize(texts, settings.max_queued_tokens)  # cheaper than a thread hop
             else:  # off the event loop; one large request per core at a time bounds tokenization memory
-                async with large_requests:
+                try:
+                    async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                        await large_requests.acquire()  # a grant that loses the race to the timeout is given back
+                except TimeoutError:
+                    raise expired("waiting to be tokenized behind other large requests") from None
+                try:
                     sequences = await asyncio.to_thread(model.tokenize, texts, settings.max_queued_tokens)
+                finally:
+                    large_requests.release()
         except TooManyTokens as exc:
             raise ApiError(413, "too_many_tokens", f"request has {exc}, at most {settings.max_queued_tokens} "
                            "(PRESSO_MAX_QUEUED_TOKENS) per request", "body.text" if single else "body.texts")
+        if time.monotonic() >= deadline:
+            raise expired("during tokenization")
         check_long_texts(model, sequences, single)
         flat = [item for windows in sequences for item in windows]
         try:

@@ -115,6 +115,7 @@ class DrainGate:
         if scope["type"] != "http" or scope["path"] in PROBES:
             return await self.app(scope, receive, send)
         self.lifecycle.last_request_at = time.monotonic()
+        scope.setdefault("state", {})["arrived_at"] = self.lifecycle.last_request_at  # deadlines count from here
         if self.lifecycle.draining:
             return await send_error(send, 503, "shutting_down", "the service is shutting down; retry on another "
                                     "replica", headers=[(b"retry-after", b"1")])

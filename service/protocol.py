@@ -35,7 +35,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._expect_headers()
 
     def _expect_headers(self) -> None:
-        self._awaiting_headers, self._header_bytes = True, 0
+        self._awaiting_headers, self._header_bytes, self._tail = True, 0, b""
         self._header_timer = self.loop.call_later(self.header_timeout_s, self._headers_too_slow)
 
     def _stop_header_timer(self) -> None:
@@ -54,12 +54,21 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         if self._awaiting_headers:
+            # measure the header block before the parser sees it: headers that end inside this
+            # chunk are counted up to their blank line, unfinished ones in full
+            window = self._tail + data
+            end = window.find(b"\r\n\r\n")
+            size = self._header_bytes + (end - len(self._tail) + 4 if end >= 0 else len(data))
             self._header_bytes += len(data)
+            self._tail = window[-3:]
+            if size > self.max_header_bytes:
+                if not self.transport.is_closing():
+                    self.transport.write(_json_response(
+                        b"HTTP/1.1 431 Request Header Fields Too Large\r\n", "headers_too_large",
+                        f"request headers over {self.max_header_bytes} bytes"))
+                    self.transport.close()
+                return
         super().data_received(data)
-        if self._awaiting_headers and self._header_bytes > self.max_header_bytes and not self.transport.is_closing():
-            self.transport.write(_json_response(b"HTTP/1.1 431 Request Header Fields Too Large\r\n",
-                                                "headers_too_large", f"request headers over {self.max_header_bytes} bytes"))
-            self.transport.close()
 
     def on_headers_complete(self) -> None:
         self._stop_header_timer()

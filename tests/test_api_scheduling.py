@@ -175,3 +175,24 @@ def test_a_huge_list_of_non_strings_is_refused_without_stalling_the_event_loop(f
         r = c.post("/classify", content=body, headers={"content-type": "application/json"})
     # one error at the hard limit (validation stops there), not 300,000 item errors answered 422
     assert r.status_code == 413 and r.json()["error"] == "too_many_texts" and r.json()["field"] == "body.texts"
+
+
+def test_the_deadline_counts_from_arrival_not_from_a_slowly_sent_body(fake_models_dir):
+    """A body trickled in over longer than ``timeout_ms`` is answered 504 at once, not run."""
+    import json
+    import socket
+
+    body = json.dumps({"text": "john smith", "timeout_ms": 300}).encode()
+    head = (b"POST /ner HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: "
+            + str(len(body)).encode() + b"\r\n\r\n")
+    with serve(fake_models_dir) as server, socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(head)
+        for i in range(0, len(body), 8):
+            s.sendall(body[i:i + 8])
+            time.sleep(0.1)  # the whole body takes ~0.6 s to arrive
+        answer = s.recv(65536).decode()
+    status, _, rest = answer.partition("\r\n")
+    assert " 504 " in status, answer
+    payload = json.loads(rest.split("\r\n\r\n", 1)[1])
+    assert payload["error"] == "deadline_exceeded" and "counted from arrival" in payload["message"]
+

@@ -109,3 +109,10 @@ def test_a_csv_with_other_columns_and_no_validation_file_builds_with_one_command
     assert splits.notes["validation"]["seed"] == 7 and splits.notes["test"]["same_as"] == "validation"
     assert splits.notes["rows"]["train"] == {"rows": 201, "kept": 200, "skipped_empty_text": 1}
     assert splits.notes["layout"]["text_column"] == "utterance"
+
+
+def test_report_of_an_empty_directory_is_a_one_line_error(tmp_path):
+    result = runner.invoke(app, ["report", str(tmp_path)])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        f"error: no model artifacts in {tmp_path} (no */manifest.json); build one first: presso build ner"]

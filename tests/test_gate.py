@@ -36,7 +36,7 @@ def test_build_exits_3_when_the_gate_fails(monkeypatch, tmp_path):
     pytest.importorskip("typer")
     from typer.testing import CliRunner
 
-    import compress.data
+    import compress.datasets
     import compress.pipeline
     from presso.cli import app
 
@@ -45,7 +45,7 @@ def test_build_exits_3_when_the_gate_fails(monkeypatch, tmp_path):
     def failing_build(*_args, **_kwargs):
         raise AccuracyGateError(report)
 
-    monkeypatch.setattr(compress.data, "load_conll2003", lambda: object())
+    monkeypatch.setattr(compress.datasets, "load_conll2003", lambda: object())
     monkeypatch.setattr(compress.pipeline, "build", failing_build)
     result = CliRunner().invoke(app, ["build", "ner", "--models-dir", str(tmp_path)])
     assert result.exit_code == 3

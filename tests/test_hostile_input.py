@@ -88,6 +88,23 @@ def test_oversized_headers_get_431_even_unfinished(small_limits):
     assert status == 431 and body["error"] == "headers_too_large"
 
 
+@pytest.mark.parametrize("size", [4097, 20000, 100000])
+def test_oversized_headers_get_431_when_they_arrive_whole(small_limits, size):
+    """Complete headers over the limit in one read are refused too (not only unfinished ones)."""
+    head = b"GET /health/live HTTP/1.1\r\nHost: x\r\nX-A: " + b"a" * size + b"\r\n\r\n"
+    status, body = raw_request(small_limits, head)
+    assert status == 431 and body["error"] == "headers_too_large"
+
+
+def test_headers_just_under_the_limit_with_a_body_in_the_same_read_are_served(small_limits):
+    body = json.dumps({"text": "Paris"}).encode()
+    start = b"POST /ner HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: " + \
+        str(len(body)).encode() + b"\r\nX-A: "
+    pad = 4096 - len(start) - 4  # the header block, blank line included, is exactly the limit
+    status, answer = raw_request(small_limits, start + b"a" * pad + b"\r\n\r\n" + body)
+    assert status == 200 and "entities" in answer
+
+
 def test_slow_headers_get_408_and_idle_connections_are_closed(small_limits):
     status, body = raw_request(small_limits, b"POST /ner HTTP/1.1\r\nHost: x\r\n")  # and then nothing
     assert status == 408 and body["error"] == "header_timeout"

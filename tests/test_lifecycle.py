@@ -52,6 +52,9 @@ def test_sigterm_drains_every_accepted_request_then_exits_0(fake_models_dir, tmp
         with concurrent.futures.ThreadPoolExecutor(64) as pool:
             futures = [pool.submit(send, i) for i in range(120)]
             time.sleep(0.3)
+            # signal only once requests are flowing (an answer came back, the rest are queued), so a
+            # starved client on a busy machine cannot make the server find itself idle at the signal
+            concurrent.futures.wait(futures, timeout=20, return_when=concurrent.futures.FIRST_COMPLETED)
             proc.send_signal(signal.SIGTERM)
             signalled.set()
             ready = httpx.get(url + "/health/ready", timeout=5)
