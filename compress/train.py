@@ -129,8 +129,13 @@ def classification_features(tokenizer, examples: Sequence[TextExample], labels: 
 def features(task: str, tokenizer, examples: Sequence, labels: Sequence[str], profile: Profile,
              casing: bool = False) -> list[dict]:
     if task == "ner":
-        return ner_features(tokenizer, examples, labels, profile.max_seq_len, profile.label_continuations, casing)
-    return classification_features(tokenizer, examples, labels, profile.max_seq_len, casing)
+        out = ner_features(tokenizer, examples, labels, profile.max_seq_len, profile.label_continuations, casing)
+    else:
+        out = classification_features(tokenizer, examples, labels, profile.max_seq_len, casing)
+    if not casing and "token_type_ids" not in tokenizer.model_input_names:  # RoBERTa, DistilBERT, DeBERTa, ...
+        for feature in out:
+            del feature["token_type_ids"]
+    return out
 
 
 def compute_metrics_fn(task: str, labels: Sequence[str]):

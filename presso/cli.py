@@ -55,6 +55,14 @@ def build(
                                             "here (presso bench model reads them)"),
     reuse_fine_tuned: bool = typer.Option(False, "--reuse-fine-tuned", help="start from --work-dir's fp32 "
                                           "checkpoint of an earlier build instead of fine-tuning again"),
+    base_model: Optional[Path] = typer.Option(None, help="local Hugging Face folder (config, weights, fast "
+                                              "tokenizer) of a BERT, RoBERTa, XLM-R, DistilBERT, ELECTRA, ALBERT, "
+                                              "DeBERTa-v2/v3 or MPNet encoder to fine-tune (default: the packaged "
+                                              "MiniLM)"),
+    fine_tuned: Optional[Path] = typer.Option(None, help="local folder of a model already fine-tuned for this task "
+                                              "(*ForTokenClassification / *ForSequenceClassification): compressed "
+                                              "without fine-tuning; its id2label are the labels, it is the teacher "
+                                              "and the gate's reference"),
     seed: Optional[int] = typer.Option(None, help="seed of data order, dropout, head initialisation and sampled "
                                        "batches (default: the profile's, 13); recorded in the manifest"),
 ) -> None:
@@ -80,6 +88,18 @@ def build(
                                  param_hint="--train")
     if reuse_fine_tuned and work_dir is None:
         raise typer.BadParameter("--reuse-fine-tuned needs --work-dir", param_hint="--reuse-fine-tuned")
+    from compress.base_model import BaseModelError, fine_tuned_labels, local_base_model
+
+    if base_model is not None and fine_tuned is not None:
+        raise typer.BadParameter("give --base-model (to fine-tune) or --fine-tuned (already fine-tuned), not both",
+                                 param_hint="--fine-tuned")
+    option = "--fine-tuned" if fine_tuned is not None else "--base-model"
+    try:
+        folder = fine_tuned if fine_tuned is not None else base_model
+        base = local_base_model(folder) if folder is not None else None
+    except BaseModelError as exc:
+        typer.echo(f"error: {option} {exc}", err=True)
+        raise typer.Exit(2)
     name = name or (dataset.value if dataset else task.value)
     if if_missing and (models_dir / name / "manifest.json").exists():
         typer.echo(f"{models_dir / name} exists; skipping")
@@ -97,9 +117,18 @@ def build(
     except DataError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
+    if fine_tuned is not None:
+        import dataclasses
+
+        try:
+            splits = dataclasses.replace(splits, labels=fine_tuned_labels(base, splits.task, splits.labels))
+        except BaseModelError as exc:
+            typer.echo(f"error: --fine-tuned {exc}", err=True)
+            raise typer.Exit(2)
     chosen = PROFILES[profile] if seed is None else PROFILES[profile].model_copy(update={"seed": seed})
     try:
-        manifest = run_build(splits, name, models_dir, chosen, work_dir, reuse_fine_tuned)
+        manifest = run_build(splits, name, models_dir, chosen, work_dir, reuse_fine_tuned, base,
+                             fine_tuned=fine_tuned is not None)
     except AccuracyGateError as exc:
         typer.echo(f"error: accuracy gate failed, {name} not installed: {exc}\nreport: {exc.report['report_path']}\n"
                    f"what to do: read the report's per_stage drops, then rebuild with another --seed "

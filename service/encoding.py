@@ -44,13 +44,13 @@ class TextEncoder:
     def __init__(self, tokenizer_path: str | Path, max_seq_len: int, stride_tokens: int = 0,
                  casing: bool = False) -> None:
         self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
+        self.pad_id = pad_token_id(self.tokenizer)
         self.tokenizer.no_padding()
         special = self.tokenizer.num_special_tokens_to_add(is_pair=False)
         self.stride_tokens = max(0, min(stride_tokens, (max_seq_len - special) // 2))
         self.tokenizer.enable_truncation(max_length=max_seq_len, stride=self.stride_tokens)
         self.max_seq_len = max_seq_len
         self.casing = casing
-        self.pad_id = self.tokenizer.token_to_id("[PAD]") or 0
 
     def encode(self, texts: Sequence[str]) -> list[Encoded]:
         """Tokenize raw texts, truncated to ``max_seq_len``; offsets are code-point offsets into each text."""
@@ -81,6 +81,22 @@ class TextEncoder:
         word_ids, offsets = list(e.word_ids), list(e.offsets)
         type_ids = casing_type_ids(word_ids, offsets, source) if self.casing else list(e.type_ids)
         return Encoded(list(e.ids), type_ids, word_ids, offsets, truncated)
+
+
+PAD_TOKENS = ("[PAD]", "<pad>", "<PAD>", "[pad]")  # WordPiece (BERT), BPE / SentencePiece (RoBERTa, XLM-R, DeBERTa)
+
+
+def pad_token_id(tokenizer: Tokenizer) -> int:
+    """The padding token's id: the tokenizer's padding setting if it has one, else the first of
+    :data:`PAD_TOKENS` in its vocabulary, else 0. (Padded positions are masked out, so the id only
+    has to be a valid one; RoBERTa's ``<pad>`` is 1, not 0.)"""
+    if tokenizer.padding and tokenizer.padding.get("pad_id") is not None:
+        return int(tokenizer.padding["pad_id"])
+    for token in PAD_TOKENS:
+        token_id = tokenizer.token_to_id(token)
+        if token_id is not None:
+            return token_id
+    return 0
 
 
 def pad_batch(items: Sequence[Encoded], pad_id: int = 0) -> dict[str, np.ndarray]:

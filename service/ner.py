@@ -213,13 +213,20 @@ def group_entities(words: Sequence[Word], text: str) -> list[EntitySpan]:
     def close() -> None:
         if current:
             start, end = current[0].start, current[-1].end
+            # byte-level BPE and SentencePiece pieces may carry the space before a word in their
+            # offsets; an entity never starts or ends with whitespace
+            while start < end and text[start].isspace():
+                start += 1
+            while end > start and text[end - 1].isspace():
+                end -= 1
             # Uncased tokenizers strip accents and other marks, so a trailing mark (U+0301, a
             # variation selector U+FE0F, a Devanagari vowel sign) falls
             # outside the last token's offsets; keep it with its base character.
             while end < len(text) and unicodedata.category(text[end]).startswith("M"):
                 end += 1
-            score = sum(w.score for w in current) / len(current)
-            spans.append(EntitySpan(current_type, text[start:end], start, end, score))
+            if start < end:  # a word of only whitespace (a lone "▁" or "Ġ" piece) is no entity
+                score = sum(w.score for w in current) / len(current)
+                spans.append(EntitySpan(current_type, text[start:end], start, end, score))
             current.clear()
 
     for word in words:

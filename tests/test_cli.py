@@ -94,7 +94,7 @@ def test_a_csv_with_other_columns_and_no_validation_file_builds_with_one_command
                  + "200,,a\n")
     seen = {}
 
-    def fake_build(splits, name, models_dir, profile, work_dir, reuse):
+    def fake_build(splits, name, models_dir, profile, work_dir, reuse, base=None, **_):
         seen.update(splits=splits, name=name, seed=profile.seed)
         return {"summary": {"ok": True}}
 

@@ -19,7 +19,7 @@ import numpy as np
 STAGES = ("head_prune", "ffn_prune", "layer_drop", "reload", "export", "fusion", "static_int8", "dynamic_int8")
 TASKS = ("ner", "classify")
 _SHAPE = dict(vocab_size=120, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
-              max_position_embeddings=80)
+              max_position_embeddings=160)
 
 
 def tiny_config(family: str):
@@ -32,7 +32,7 @@ def tiny_config(family: str):
         "xlm-roberta": lambda: t.XLMRobertaConfig(**_SHAPE, pad_token_id=1),
         "electra": lambda: t.ElectraConfig(**_SHAPE, embedding_size=16),
         "distilbert": lambda: t.DistilBertConfig(vocab_size=120, dim=32, n_layers=3, n_heads=4, hidden_dim=64,
-                                                 max_position_embeddings=80),
+                                                 max_position_embeddings=160),
         "albert": lambda: t.AlbertConfig(**_SHAPE, embedding_size=16),
         "deberta-v2": lambda: t.DebertaV2Config(**_SHAPE, relative_attention=True, pos_att_type=["p2c", "c2p"],
                                                 position_buckets=16, max_relative_positions=32, type_vocab_size=0),
