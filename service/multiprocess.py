@@ -11,7 +11,7 @@ workers, so totals never go backwards; gauges over live workers only, see
 :mod:`service.metrics`). When a worker exits the arbiter's ``child_exit`` hook marks it dead.
 
 Shutdown: SIGTERM to the arbiter reaches every worker, which drains as a single process does
-(:class:`service.server.DrainingServer`); the arbiter waits ``shutdown_grace_s`` + 5 s for them.
+(:class:`service.draining.DrainingServer`); the arbiter waits ``shutdown_grace_s`` + 5 s for them.
 """
 
 from __future__ import annotations
@@ -65,8 +65,7 @@ class PressoWorker(UvicornWorker):
 
         from gunicorn.arbiter import Arbiter
 
-        from service.server import DrainingServer
-
+        from service.draining import DrainingServer
         from service.protocol import protocol_class
 
         settings = self.wsgi.state.presso.settings

@@ -57,7 +57,10 @@ def test_sigterm_drains_every_accepted_request_then_exits_0(fake_models_dir, tmp
             concurrent.futures.wait(futures, timeout=20, return_when=concurrent.futures.FIRST_COMPLETED)
             proc.send_signal(signal.SIGTERM)
             signalled.set()
-            ready = httpx.get(url + "/health/ready", timeout=5)
+            try:
+                ready = httpx.get(url + "/health/ready", timeout=5)
+            except httpx.ConnectError as exc:  # the listener closed: the log says why
+                raise AssertionError(f"readiness probe refused ({exc}); server log:\n{log_path.read_text()[-4000:]}")
             outcomes = [f.result() for f in futures]
         assert ready.status_code == 503, log_path.read_text()[-3000:]
         assert proc.wait(timeout=30) == 0
