@@ -262,6 +262,24 @@ class Build:
         self.evaluate("int8", "onnxruntime", OnnxModel(int8_path).run, int8_path.stat().st_size)
         return int8_path, quantization
 
+    def write_reference(self, int8_path: Path, n: int = 4) -> dict:
+        """``reference.json``: a few test texts and the shipped graph's logits for each, which the
+        service re-runs at load to catch a machine that computes the graph otherwise."""
+        import hashlib
+        import platform
+
+        from compress.quantize import choose_preset
+        from service.registry import reference_outputs
+        from service.runtime import OnnxModel
+
+        texts = [" ".join(ex.tokens) if self.task == "ner" else ex.text for ex in self.splits.test[:n]]
+        reference = reference_outputs(self.encoder, OnnxModel(int8_path).run, texts,
+                                      built_on=f"{platform.machine()}, quantization preset {choose_preset()}")
+        path = self.out / "reference.json"
+        path.write_text(json.dumps(reference) + "\n")
+        return {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "texts": len(texts),
+                "tolerance": reference["tolerance"]}
+
     def manifest(self, inputs: list[str], pruning: dict, export: dict, optimization: dict, quantization: dict,
                  gate: dict) -> dict:
         by_stage = {s["stage"]: s for s in self.stages}
@@ -355,6 +373,7 @@ def build(splits: Splits, name: str, models_dir: Path, profile: Profile, work_di
             report_path.write_text(json.dumps({"accuracy_gate": gate, "manifest": manifest}, indent=2) + "\n")
             raise AccuracyGateError({**gate, "report_path": str(report_path)})
         report_path.unlink(missing_ok=True)
+        manifest["reference"] = b.write_reference(int8_path)
         report = {**b.histories, "stages": b.stages, "stage_seconds": b.clock.times}
         manifest = artifact.finalize(b.out, manifest, report)
         final_dir = models_dir / name

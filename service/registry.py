@@ -79,6 +79,7 @@ class LoadedModel:
             raise ArtifactError(f"{path}/tokenizer.json cannot be loaded: {exc}") from exc
         self.onnx = OnnxModel(path / self.manifest["model_file"], providers, intra_op_threads, spinning)
         self._check_logits()
+        self._check_reference()
         # Alone, nothing competes for the cores, and without spinning each of the graph's ~100
         # parallel operators would pay a thread wake-up (measured: p50 at 1 client 3.2 -> 4.9 ms).
         self.onnx_alone = (OnnxModel(path / self.manifest["model_file"], providers, 0, spinning=True)
@@ -101,6 +102,29 @@ class LoadedModel:
         if tuple(logits.shape) != want:
             raise ArtifactError(f"{self.path}: logits of shape {tuple(logits.shape)}, the manifest implies {want} "
                                 f"({self.task}, {len(self.labels)} labels)")
+
+    def _check_reference(self) -> None:
+        """Run the artifact's reference texts (``reference.json``, written at build time) on this
+        machine: an INT8 graph quantized for one CPU may compute otherwise on another.
+
+        Raises:
+            ArtifactError: the reference file does not match its checksum, or a logit differs from
+                the recorded one by more than its tolerance (the message names the model and the
+                largest difference).
+        """
+        record = self.manifest.get("reference")
+        if not record:
+            return  # artifacts from before reference outputs were recorded
+        ref_path = self.path / record["file"]
+        if not ref_path.is_file() or hashlib.sha256(ref_path.read_bytes()).hexdigest() != record["sha256"]:
+            raise ArtifactError(f"{self.path}: {record['file']} is missing or does not match its sha256")
+        reference = json.loads(ref_path.read_text())
+        worst = max_reference_difference(self.encoder, self.onnx.run, reference)
+        if worst > reference["tolerance"]:
+            raise ArtifactError(f"model {self.name}: on this machine its reference outputs differ from the build's by "
+                                f"{worst:.3g} (tolerance {reference['tolerance']:g}; built on "
+                                f"{reference.get('built_on', 'unknown')}); refusing to serve it")
+        log.info("model %s: reference outputs match the build's (max |diff| %.2g)", self.name, worst)
 
     def describe(self) -> dict:
         """``name``, ``task``, ``version`` (first 12 hex digits of the model file's sha256), ``loaded_at``
@@ -206,6 +230,30 @@ def read_manifest(path: Path) -> dict:
         raise ArtifactError(f"{path}: sha256 of {manifest['model_file']} is {digest}, manifest says "
                             f"{manifest['model_sha256']}")
     return manifest
+
+
+REFERENCE_TOLERANCE = 0.01  # logits; the same graph on two CPUs differs by ~1e-5, a quantization mismatch by >0.1
+
+
+def reference_outputs(encoder: TextEncoder, run, texts: list[str], built_on: str) -> dict:
+    """``reference.json`` of an artifact: ``texts`` and the logits ``run`` gives each one alone
+    (``[seq_len, num_labels]`` or ``[num_labels]``), the tolerance and the build machine."""
+    logits = [run(pad_batch([e], encoder.pad_id))[0].round(5).tolist() for e in encoder.encode(texts)]
+    return {"texts": texts, "logits": logits, "tolerance": REFERENCE_TOLERANCE, "built_on": built_on}
+
+
+def max_reference_difference(encoder: TextEncoder, run, reference: dict) -> float:
+    """Largest |logit difference| between ``run`` now and the recorded reference outputs."""
+    import numpy as np
+
+    worst = 0.0
+    for encoded, want in zip(encoder.encode(reference["texts"]), reference["logits"]):
+        got = run(pad_batch([encoded], encoder.pad_id))[0]
+        want = np.asarray(want, dtype=np.float32)
+        if got.shape != want.shape:
+            return float("inf")
+        worst = max(worst, float(np.abs(got - want).max()))
+    return worst
 
 
 def load_models(models_dir: Path, providers: list[str], intra_op_threads: int,

@@ -111,3 +111,36 @@ def test_a_cross_field_settings_error_is_one_line_too(monkeypatch, tmp_path):
     monkeypatch.setenv("PRESSO_API_KEYS_FILE", str(tmp_path / "missing"))
     result = CliRunner().invoke(app, ["serve"])
     assert result.exit_code == 2 and "api_keys_file" in result.output and "Traceback" not in result.output
+
+
+def test_reference_outputs_are_checked_at_load(tmp_path):
+    """An artifact's recorded logits are re-run at load; a machine that computes them otherwise
+    (here: tampered references) gets the model refused, naming it and the largest difference."""
+    import hashlib
+    import json
+
+    from service.encoding import TextEncoder
+    from service.registry import LoadedModel, reference_outputs
+    from service.runtime import OnnxModel
+    from tests.fakes import write_artifact
+
+    d = write_artifact(tmp_path, "ref-ner", "ner")
+    manifest = json.loads((d / "manifest.json").read_text())
+    encoder = TextEncoder(d / "tokenizer.json", manifest["max_seq_len"])
+    reference = reference_outputs(encoder, OnnxModel(d / "model.onnx").run, ["john smith lives in paris"], "test")
+
+    def install(ref: dict) -> None:
+        (d / "reference.json").write_text(json.dumps(ref))
+        manifest["reference"] = {"file": "reference.json", "tolerance": ref["tolerance"],
+                                 "sha256": hashlib.sha256((d / "reference.json").read_bytes()).hexdigest()}
+        (d / "manifest.json").write_text(json.dumps(manifest))
+
+    install(reference)
+    LoadedModel(d, ["CPUExecutionProvider"], 1)  # matches: loads
+    reference["logits"][0][1][0] += 0.5
+    install(reference)
+    with pytest.raises(ArtifactError, match=r"model ref-ner: on this machine its reference outputs differ .* by 0.5"):
+        LoadedModel(d, ["CPUExecutionProvider"], 1)
+    (d / "reference.json").write_text("{}")  # no longer its recorded checksum
+    with pytest.raises(ArtifactError, match="does not match its sha256"):
+        LoadedModel(d, ["CPUExecutionProvider"], 1)
