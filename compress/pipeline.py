@@ -102,7 +102,8 @@ class Build:
         test_examples = cap(splits.test, profile.max_eval_examples)
         log.info("stage data: %s, labels %s, train/validation/test %d/%d/%d (of %s)", splits.dataset,
                  splits.labels, len(self.train), len(self.validation), len(test_examples), splits.sizes())
-        self.out = work / "artifact"
+        # other ranks of a distributed build never write the artifact: their copy is private
+        self.out = work / "artifact" if self.main_process else Path(tempfile.mkdtemp(prefix="presso-rank-"))
         if self.out.exists():
             shutil.rmtree(self.out)
         self.out.mkdir(parents=True)
@@ -327,37 +328,9 @@ class Build:
         }
 
 
-def build(splits: Splits, name: str, models_dir: Path, profile: Profile, work_dir: Path | None = None,
-          reuse_fine_tuned: bool = False, base: BaseModelInfo | None = None, fine_tuned: bool = False) -> dict:
-    """Run every stage and write ``models_dir/name``; returns the manifest.
-
-    ``reuse_fine_tuned`` (needs ``work_dir``) starts from that directory's fp32 checkpoint when an
-    earlier build left one, so compression settings can be iterated without fine-tuning again.
-    ``base``: the encoder to fine-tune (default: the packaged MiniLM; see :mod:`compress.base_model`);
-    with ``fine_tuned`` it is already fine-tuned for the task (``splits.labels`` in its ``id2label``
-    order, :func:`compress.base_model.fine_tuned_labels`): it is not trained again but is the fp32
-    stage, the distillation teacher and the gate's reference.
-
-    Intermediate checkpoints (``fp32/``, ``pruned/``), the fp32 ONNX models and every INT8
-    candidate go to ``work_dir`` (kept) or a temporary directory (deleted).
-
-    Raises:
-        compress.export.ExportParityError: the ONNX export disagrees with PyTorch.
-        compress.gate.AccuracyGateError: the final model failed the accuracy gate; nothing is
-            installed under ``models_dir/name`` and the gate record is written to
-            ``models_dir/name.gate-report.json``.
-    """
-    from transformers import set_seed
-
-    set_seed(profile.seed)
-    keep = work_dir is not None
-    work = Path(work_dir) if keep else Path(tempfile.mkdtemp(prefix=f"presso-{name}-"))
-    try:
-        b = Build(splits, name, profile, work, reuse_fine_tuned and keep, base, fine_tuned)
-        model = b.fine_tune()
-        model, pruning = b.prune(model)
-        if not b.main_process:  # under torchrun / accelerate, rank 0 exports, quantizes and writes
-            return {}
+    def finish(self, model, pruning: dict, models_dir: Path) -> dict:
+        """Rank 0's part: export, fuse, quantize, evaluate, gate and install the artifact."""
+        b, name, profile = self, self.name, self.profile
         fp32_onnx, onnx_fp32, export = b.export(model)
         optimized, optimization = b.optimize(fp32_onnx, onnx_fp32)
         int8_path, quantization = b.quantize(fp32_onnx, optimized, onnx_fp32)
@@ -383,6 +356,64 @@ def build(splits: Splits, name: str, models_dir: Path, profile: Profile, work_di
         shutil.move(str(b.out), final_dir)
         log.info("artifact %s written: %s", final_dir, manifest["summary"])
         return manifest
+
+
+def build(splits: Splits, name: str, models_dir: Path, profile: Profile, work_dir: Path | None = None,
+          reuse_fine_tuned: bool = False, base: BaseModelInfo | None = None, fine_tuned: bool = False) -> dict:
+    """Run every stage and write ``models_dir/name``; returns the manifest.
+
+    ``reuse_fine_tuned`` (needs ``work_dir``) starts from that directory's fp32 checkpoint when an
+    earlier build left one, so compression settings can be iterated without fine-tuning again.
+    ``base``: the encoder to fine-tune (default: the packaged MiniLM; see :mod:`compress.base_model`);
+    with ``fine_tuned`` it is already fine-tuned for the task (``splits.labels`` in its ``id2label``
+    order, :func:`compress.base_model.fine_tuned_labels`): it is not trained again but is the fp32
+    stage, the distillation teacher and the gate's reference.
+
+    Intermediate checkpoints (``fp32/``, ``pruned/``), the fp32 ONNX models and every INT8
+    candidate go to ``work_dir`` (kept) or a temporary directory (deleted).
+
+    Raises:
+        compress.export.ExportParityError: the ONNX export disagrees with PyTorch.
+        compress.gate.AccuracyGateError: the final model failed the accuracy gate; nothing is
+            installed under ``models_dir/name`` and the gate record is written to
+            ``models_dir/name.gate-report.json``.
+    """
+    from transformers import set_seed
+
+    set_seed(profile.seed)
+    keep = work_dir is not None
+    work = Path(work_dir) if keep else scratch_dir(name)
+    try:
+        b = Build(splits, name, profile, work, reuse_fine_tuned and keep, base, fine_tuned)
+        model = b.fine_tune()
+        model, pruning = b.prune(model)
+        if not b.main_process:  # under torchrun / accelerate, rank 0 exports, quantizes and writes
+            wait_for_other_ranks()
+            return {}
+        try:
+            return b.finish(model, pruning, models_dir)
+        finally:
+            wait_for_other_ranks()
     finally:
-        if not keep:
+        if not keep and int(os.environ.get("RANK", "0")) == 0:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def scratch_dir(name: str) -> Path:
+    """A temporary work directory. The ranks of a distributed build share one (named after the
+    torchrun run id), so every rank reloads the same best checkpoint and prunes identically."""
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID") or os.environ.get("MASTER_PORT")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and run_id:
+        path = Path(tempfile.gettempdir()) / f"presso-{name}-run-{run_id}"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    return Path(tempfile.mkdtemp(prefix=f"presso-{name}-"))
+
+
+def wait_for_other_ranks() -> None:
+    """Barrier of a distributed build (torchrun / accelerate): the other ranks wait until rank 0
+    has written the artifact (or failed), then exit 0. A no-op in a single process."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()

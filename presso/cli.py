@@ -135,7 +135,8 @@ def build(
                    f"(this one: {chosen.seed}) or a longer budget (--profile full); models that passed are "
                    f"unaffected", err=True)
         raise typer.Exit(3)
-    typer.echo(json.dumps(manifest["summary"], indent=2))
+    if manifest:  # empty on the other ranks of a distributed build: rank 0 wrote and reported it
+        typer.echo(json.dumps(manifest["summary"], indent=2))
 
 
 @app.command()
