@@ -16,7 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-STAGES = ("head_prune", "ffn_prune", "layer_drop", "reload", "export", "fusion", "static_int8", "dynamic_int8")
+STAGES = ("head_prune", "ffn_prune", "layer_drop", "reload", "export", "fusion", "static_int8", "dynamic_int8",
+          "serve")
+SERVE_TEXTS = ["w5 w6 w7", "w8, w9 (w10) 🙂 w11", ""]
 TASKS = ("ner", "classify")
 _SHAPE = dict(vocab_size=120, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
               max_position_embeddings=160)
@@ -131,7 +133,51 @@ def probe(family: str, task: str, work: Path, seed: int = 0) -> dict:
                 stages[stage] = "ok"
             except Exception as exc:
                 stages[stage] = _fail(exc)
+        stages["serve"] = _serve(tmp, tmp / "static_int8.onnx", task, config)
     return result
+
+
+def _serve(tmp: Path, onnx_path: Path, task: str, config) -> str:
+    """Install the static INT8 graph as an artifact and answer texts through the service's own
+    registry (tokenize, batch, logits, post-processing), checking entity offsets."""
+    import hashlib
+
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+    from service.registry import TOKEN_CLASSIFICATION, LoadedModel
+
+    if not onnx_path.is_file():
+        return "failed: no INT8 graph to serve"
+    d = tmp / "artifact"
+    d.mkdir()
+    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]"] + [f"w{i}" for i in range(4, 120)])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2),
+                                                                                                ("[SEP]", 3)])
+    tok.save(str(d / "tokenizer.json"))
+    (d / "model.onnx").write_bytes(onnx_path.read_bytes())
+    labels = ["O", "B-X", "I-X", "B-Y", "I-Y"] if task == "ner" else [f"class{i}" for i in range(5)]
+    manifest = {"name": "probe", "task": "token-classification" if task == "ner" else "sequence-classification",
+                "labels": labels, "max_seq_len": 64, "model_file": "model.onnx",
+                "model_sha256": hashlib.sha256((d / "model.onnx").read_bytes()).hexdigest()}
+    (d / "manifest.json").write_text(json.dumps(manifest))
+    try:
+        model = LoadedModel(d, ["CPUExecutionProvider"], 1)
+        sequences = model.tokenize(SERVE_TEXTS)
+        partials = model.infer([item for windows in sequences for item in windows])
+        at = 0
+        for text, windows in zip(SERVE_TEXTS, sequences):
+            answer = model.assemble(text, partials[at:at + len(windows)])
+            at += len(windows)
+            if model.task == TOKEN_CLASSIFICATION:
+                if any(text[e["start"]:e["end"]] != e["text"] for e in answer["entities"]):
+                    return "failed: entity offsets do not cut the text"
+            elif answer["label"] not in labels:
+                return f"failed: unknown label {answer['label']!r}"
+        return "ok"
+    except Exception as exc:
+        return _fail(exc)
 
 
 def _matched(onnx_path: Path, adapter) -> dict[str, int]:
