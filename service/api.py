@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.batching import BatchLimits, BatcherClosed, DeadlineExceeded, DynamicBatcher, InferenceError, Overloaded
 from service.metrics import Metrics, exposition
+from service.memory import release_memory
 from service.middleware import ApiKeys, BodyLimit, DrainGate, JsonByDefault, MetricsMiddleware
 from service.registry import (SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION, ArtifactError, LoadedModel,
                               TooManyTokens, load_models)
@@ -304,7 +305,10 @@ def create_app(settings: Settings, models: dict[str, LoadedModel] | None = None)
             state.models[name], state.batchers[name] = new, batcher  # one step: no request sees a mix
             log.info("model %s: version %s replaced %s", name, new.version, old.version)
         await previous.stop(drain_s=settings.shutdown_grace_s)
-        return {"model": name, "previous_version": old.version, "version": new.version}
+        answer = {"model": name, "previous_version": old.version, "version": new.version}
+        del old, previous
+        await asyncio.to_thread(release_memory)
+        return answer
 
     @app.get("/metrics", summary="Prometheus metrics (404 when PRESSO_METRICS_PORT moves them)",
              response_class=Response)
