@@ -130,7 +130,7 @@ def create_app(settings: Settings, models: dict[str, LoadedModel] | None = None)
         if requested is not None:
             model = state.models.get(requested)
             if model is None:
-                raise ApiError(404, "unknown_model", f"no model named {requested!r}; loaded: {sorted(state.models)}",
+                raise ApiError(404, "unknown_model", f"no model named {shorten(requested)}; loaded: {sorted(state.models)}",
                                "body.model")
             if model.task != task:
                 raise ApiError(422, "wrong_task", f"model {requested!r} is {model.task}, this endpoint needs {task}",
@@ -286,7 +286,8 @@ def create_app(settings: Settings, models: dict[str, LoadedModel] | None = None)
             raise ApiError(503, "not_ready", "models are loading or the service is shutting down")
         old = state.models.get(name)
         if old is None:
-            raise ApiError(404, "unknown_model", f"no model named {name!r}; loaded: {sorted(state.models)}", "path.name")
+            raise ApiError(404, "unknown_model", f"no model named {shorten(name)}; loaded: {sorted(state.models)}",
+                           "path.name")
         lock = reloading.setdefault(name, asyncio.Lock())
         if lock.locked():
             raise ApiError(409, "reload_in_progress", f"model {name!r} is already being reloaded", "path.name")
@@ -318,6 +319,11 @@ def create_app(settings: Settings, models: dict[str, LoadedModel] | None = None)
         return Response(exposition(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def shorten(value: str, limit: int = 100) -> str:
+    """``repr`` of a client-supplied name, cut to ``limit`` characters (an error never echoes megabytes)."""
+    return repr(value) if len(value) <= limit else repr(value[:limit]) + f"... ({len(value)} characters)"
 
 
 class ClientDisconnected(Exception):

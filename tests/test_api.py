@@ -134,3 +134,11 @@ def test_inference_fault_fails_the_batch_with_json_500_and_service_keeps_serving
 def test_openapi_schema_documents_the_endpoints(client):
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/ner", "/classify", "/health/ready", "/metrics", "/models"} <= set(paths)
+
+
+def test_an_unknown_model_name_is_not_echoed_in_full(live_server):
+    import httpx
+
+    r = httpx.post(live_server.url + "/ner", json={"text": "john", "model": "x" * 100_000}, timeout=10)
+    assert r.status_code == 404 and r.json()["error"] == "unknown_model"
+    assert len(r.content) < 1000 and "(100000 characters)" in r.json()["message"]
