@@ -330,30 +330,29 @@ class Build:
 
     def finish(self, model, pruning: dict, models_dir: Path) -> dict:
         """Rank 0's part: export, fuse, quantize, evaluate, gate and install the artifact."""
-        b, name, profile = self, self.name, self.profile
-        fp32_onnx, onnx_fp32, export = b.export(model)
-        optimized, optimization = b.optimize(fp32_onnx, onnx_fp32)
-        int8_path, quantization = b.quantize(fp32_onnx, optimized, onnx_fp32)
-        by_stage = {s["stage"]: s for s in b.stages}
-        gate = check_gate(by_stage, b.metric, profile.max_drop_points, profile.min_int8_agreement)
+        fp32_onnx, onnx_fp32, export = self.export(model)
+        optimized, optimization = self.optimize(fp32_onnx, onnx_fp32)
+        int8_path, quantization = self.quantize(fp32_onnx, optimized, onnx_fp32)
+        by_stage = {s["stage"]: s for s in self.stages}
+        gate = check_gate(by_stage, self.metric, self.profile.max_drop_points, self.profile.min_int8_agreement)
         log.info("accuracy gate: %s", gate["message"])
         from service.runtime import OnnxModel
 
-        manifest = b.manifest(OnnxModel(int8_path).input_names, pruning, export, optimization, quantization, gate)
-        report_path = models_dir / f"{name}.gate-report.json"
+        manifest = self.manifest(OnnxModel(int8_path).input_names, pruning, export, optimization, quantization, gate)
+        report_path = models_dir / f"{self.name}.gate-report.json"
         if not gate["passed"]:
             models_dir.mkdir(parents=True, exist_ok=True)
             report_path.write_text(json.dumps({"accuracy_gate": gate, "manifest": manifest}, indent=2) + "\n")
             raise AccuracyGateError({**gate, "report_path": str(report_path)})
         report_path.unlink(missing_ok=True)
-        manifest["reference"] = b.write_reference(int8_path)
-        report = {**b.histories, "stages": b.stages, "stage_seconds": b.clock.times}
-        manifest = artifact.finalize(b.out, manifest, report)
-        final_dir = models_dir / name
+        manifest["reference"] = self.write_reference(int8_path)
+        report = {**self.histories, "stages": self.stages, "stage_seconds": self.clock.times}
+        manifest = artifact.finalize(self.out, manifest, report)
+        final_dir = models_dir / self.name
         if final_dir.exists():
             shutil.rmtree(final_dir)
         final_dir.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(b.out), final_dir)
+        shutil.move(str(self.out), final_dir)
         log.info("artifact %s written: %s", final_dir, manifest["summary"])
         return manifest
 
