@@ -1,6 +1,6 @@
 """Training budgets. ``default``: both built-in models in about an hour on a 2-core AVX2 CPU
 (35 minutes on an AVX-512 one); ``full`` trains NER 3 epochs and sentiment on all its data (the NER
-build measured about 2 hours there beside another build); ``smoke`` is the end-to-end test's
+build measured 86 minutes of stages there beside another build); ``smoke`` is the end-to-end test's
 few-minute budget; a user's data gets ``user_data`` (train until validation plateaus)."""
 
 from __future__ import annotations
