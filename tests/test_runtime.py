@@ -144,3 +144,14 @@ def test_reference_outputs_are_checked_at_load(tmp_path):
     (d / "reference.json").write_text("{}")  # no longer its recorded checksum
     with pytest.raises(ArtifactError, match="does not match its sha256"):
         LoadedModel(d, ["CPUExecutionProvider"], 1)
+
+
+def test_an_unknown_manifest_version_is_refused_clearly(fake_models_dir, tmp_path):
+    shutil.copytree(fake_models_dir / "fake-ner", tmp_path / "fake-ner")
+    path = tmp_path / "fake-ner" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    path.write_text(json.dumps({**manifest, "manifest_version": 1}))
+    read_manifest(tmp_path / "fake-ner")
+    path.write_text(json.dumps({**manifest, "manifest_version": 2}))
+    with pytest.raises(ArtifactError, match="manifest_version 2 is not supported by this server .it reads version 1."):
+        read_manifest(tmp_path / "fake-ner")
