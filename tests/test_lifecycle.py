@@ -37,31 +37,48 @@ def test_sigterm_drains_every_accepted_request_then_exits_0(fake_models_dir, tmp
         wait_ready(url + "/health/ready", 60, proc)
         signalled = threading.Event()
         secret = "Zebulon Quayle lives in Paris"
+        # one client for the burst and one, already connected, for the probe: a fresh httpx client per
+        # request builds an SSL context (~0.1 s of CPU), which on a busy machine starved the probe
+        # past the end of the drain
+        client = httpx.Client(timeout=30, limits=httpx.Limits(max_connections=128, max_keepalive_connections=0))
+        probe = httpx.Client(timeout=5)
+        probe.get(url + "/health/live")
 
         def send(i: int):
             time.sleep(0.01 * i)  # a burst spread over the signal
             sent_after_signal = signalled.is_set()
             try:
-                r = httpx.post(url + "/ner", json={"text": f"{secret} {i}"}, timeout=30)
+                r = client.post(url + "/ner", json={"text": f"{secret} {i}"})
                 return i, sent_after_signal, r.status_code, r.json()
             except httpx.ConnectError:
                 return i, sent_after_signal, "refused", None  # never accepted: the listener had closed
             except httpx.TransportError as exc:
                 return i, sent_after_signal, f"lost: {type(exc).__name__}", None
 
+        def in_flight() -> float:
+            text = probe.get(url + "/metrics").text
+            return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                       if line.startswith("presso_inflight_requests{"))
+
         with concurrent.futures.ThreadPoolExecutor(64) as pool:
+            # one long request (30 texts: 15 slow batches) is surely running at the signal, so the
+            # drain lasts past it even when a busy machine starves the client threads below
+            long = pool.submit(client.post, url + "/ner", json={"texts": [f"{secret} long {i}" for i in range(30)]})
+            deadline = time.monotonic() + 20
+            while in_flight() < 1 and time.monotonic() < deadline:
+                time.sleep(0.02)
             futures = [pool.submit(send, i) for i in range(120)]
             time.sleep(0.3)
-            # signal only once requests are flowing (an answer came back, the rest are queued), so a
-            # starved client on a busy machine cannot make the server find itself idle at the signal
-            concurrent.futures.wait(futures, timeout=20, return_when=concurrent.futures.FIRST_COMPLETED)
             proc.send_signal(signal.SIGTERM)
             signalled.set()
             try:
-                ready = httpx.get(url + "/health/ready", timeout=5)
+                ready = probe.get(url + "/health/ready")
             except httpx.ConnectError as exc:  # the listener closed: the log says why
                 raise AssertionError(f"readiness probe refused ({exc}); server log:\n{log_path.read_text()[-4000:]}")
             outcomes = [f.result() for f in futures]
+            assert long.result().status_code == 200  # accepted before the signal: finished, not cut
+        client.close()
+        probe.close()
         assert ready.status_code == 503, log_path.read_text()[-3000:]
         assert proc.wait(timeout=30) == 0
     finally:
