@@ -109,9 +109,7 @@ class Build:
         self.out.mkdir(parents=True)
         self.base_config = AutoConfig.from_pretrained(self.base.path)
         self.adapter = adapter_for(self.base_config)
-        positions = getattr(self.base_config, "max_position_embeddings", None)
-        if positions and self.base_config.model_type in ("roberta", "xlm-roberta", "camembert"):
-            positions -= (self.base_config.pad_token_id or 0) + 1  # position ids start after the padding id
+        positions = self.adapter.max_positions(self.base_config)
         if positions and profile.max_seq_len > positions:
             log.info("stage data: max_seq_len %d -> %d (the model's position table)", profile.max_seq_len, positions)
             self.profile = profile = profile.model_copy(update={"max_seq_len": positions})
@@ -266,7 +264,6 @@ class Build:
     def write_reference(self, int8_path: Path, n: int = 4) -> dict:
         """``reference.json``: a few test texts and the shipped graph's logits for each, which the
         service re-runs at load to catch a machine that computes the graph otherwise."""
-        import hashlib
         import platform
 
         from compress.quantize import choose_preset
@@ -278,7 +275,7 @@ class Build:
                                       built_on=f"{platform.machine()}, quantization preset {choose_preset()}")
         path = self.out / "reference.json"
         path.write_text(json.dumps(reference) + "\n")
-        return {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "texts": len(texts),
+        return {"file": path.name, "sha256": artifact.sha256_file(path), "texts": len(texts),
                 "tolerance": reference["tolerance"]}
 
     def manifest(self, inputs: list[str], pruning: dict, export: dict, optimization: dict, quantization: dict,

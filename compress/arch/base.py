@@ -42,6 +42,7 @@ class Adapter:
     ffn_in_nodes: tuple[str, ...] = (r"layer\.\d+/intermediate/dense/MatMul",)
     ffn_out_nodes: tuple[str, ...] = (r"layer\.\d+/output/dense/MatMul",)
     attention_score_nodes: tuple[str, ...] = (r"attention/self/MatMul(_\d+)?$",)
+    positions_after_padding: bool = False  # RoBERTa: position ids start at pad_token_id + 1
     layers_attr: str = "num_hidden_layers"
     ffn_width_attr: str = "intermediate_size"
 
@@ -116,6 +117,13 @@ class Adapter:
     def set_type_embedding(self, model, embedding: torch.nn.Embedding) -> None:
         model.base_model.embeddings.token_type_embeddings = embedding
         model.config.type_vocab_size = embedding.num_embeddings
+
+    def max_positions(self, config) -> int | None:
+        """Longest sequence the position table allows (None when the family has no such limit)."""
+        positions = getattr(config, "max_position_embeddings", None)
+        if positions and self.positions_after_padding:
+            positions -= (config.pad_token_id or 0) + 1
+        return positions
 
     def describe(self) -> dict:
         """What this family supports, for manifests and the support matrix."""

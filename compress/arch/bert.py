@@ -5,5 +5,5 @@ and ONNX Runtime's optimizer fuses all of them as model type ``bert``."""
 from compress.arch.base import Adapter
 
 BERT = Adapter(family="bert", model_types=("bert",))
-ROBERTA = Adapter(family="roberta", model_types=("roberta", "xlm-roberta", "camembert"))
+ROBERTA = Adapter(family="roberta", model_types=("roberta", "xlm-roberta", "camembert"), positions_after_padding=True)
 ELECTRA = Adapter(family="electra", model_types=("electra",))
