@@ -191,8 +191,9 @@ class Build:
             model, self.histories["fine_tune"] = self.clock.run(
                 "fine_tune", fine_tune, model, self.tokenizer, self.splits, self.profile, self.work,
                 self.profile.epochs[self.task], self.train, self.validation, "fine_tune", plateau=self.plateau)
-            if self.main_process:
+            if self.main_process:  # a complete Hugging Face folder: ``--fine-tuned`` accepts it as is
                 model.save_pretrained(checkpoint)
+                self.tokenizer.save_pretrained(checkpoint)
         self.evaluate("fp32", "pytorch", as_numpy_logits(model), dir_bytes(checkpoint, "*.safetensors"))
         return model
 
