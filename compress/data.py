@@ -1,7 +1,7 @@
 """The data types every stage shares: examples, splits, IOB2 tags, and :class:`DataError`.
 
-Readers of users' files are in :mod:`compress.readers`, the built-in corpora and the assembly of
-train / validation / test splits in :mod:`compress.datasets`.
+Readers of users' files are in :mod:`presso.compress.readers`, the built-in corpora and the assembly of
+train / validation / test splits in :mod:`presso.compress.datasets`.
 """
 
 from __future__ import annotations

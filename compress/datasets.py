@@ -15,8 +15,8 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from compress.data import DataError, NerExample, Splits, TextExample, ner_labels, stratified_split
-from compress.readers import DataLayout, read_classification, read_ner
+from presso.compress.data import DataError, NerExample, Splits, TextExample, ner_labels, stratified_split
+from presso.compress.readers import DataLayout, read_classification, read_ner
 
 _BROKEN_BYTE = re.compile("[\udc80-\udcff]")
 HELD_OUT_FRACTION = 0.1
@@ -103,7 +103,7 @@ def conll2003_paths() -> dict[str, Path]:
 
 
 def read_conll(path: str | Path) -> list[NerExample]:
-    """Sentences of a CoNLL column file, tag in the last column (see :func:`compress.readers.read_ner`)."""
+    """Sentences of a CoNLL column file, tag in the last column (see :func:`presso.compress.readers.read_ner`)."""
     return read_ner(path)[0]
 
 

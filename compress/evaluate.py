@@ -1,8 +1,8 @@
 """Stage evaluation: the same code measures every stage (PyTorch fp32, pruned, ONNX fp32, INT8).
 
 A stage is a ``logits_fn``: int64 batch ``[batch, seq_len]`` arrays -> float32 logits. Inputs are
-tokenized once with the artifact's ``tokenizer.json`` (:class:`service.encoding.TextEncoder`) and
-NER words are decoded with the service's own post-processing (:mod:`service.ner`).
+tokenized once with the artifact's ``tokenizer.json`` (:class:`presso.core.encoding.TextEncoder`) and
+NER words are decoded with the service's own post-processing (:mod:`presso.core.spans`).
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from compress.data import Splits
-from compress.metrics import classification_metrics, ner_metrics
-from service.encoding import TextEncoder, pad_batch
-from service.ner import word_predictions
+from presso.compress.data import Splits
+from presso.compress.metrics import classification_metrics, ner_metrics
+from presso.core.encoding import TextEncoder, pad_batch
+from presso.core.spans import word_predictions
 
 LogitsFn = Callable[[dict[str, np.ndarray]], np.ndarray]
 EVAL_BATCH = 64

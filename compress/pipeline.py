@@ -14,21 +14,21 @@ import tempfile
 import time
 from pathlib import Path
 
-from compress import artifact
-from compress.arch import adapter_for
-from compress.base_model import BaseModelInfo, load_tokenizer, packaged_base_model
-from compress.data import Splits
-from compress.evaluate import TestSet, agreement, evaluate_stage
-from compress.export import check_parity, export_onnx
-from compress.metrics import primary_metric
-from compress.profiles import Profile
-from compress.prune import prune_model
-from compress.choose import choose_int8
-from compress.gate import AccuracyGateError, check_gate
-from compress.quantize import optimize_graph
-from compress.train import as_numpy_logits, collator, enable_casing, features, fine_tune, load_model, uses_casing
-from service.casing import CASING_CLASSES
-from service.registry import VITERBI
+from presso.compress import artifact
+from presso.compress.arch import adapter_for
+from presso.compress.base_model import BaseModelInfo, load_tokenizer, packaged_base_model
+from presso.compress.data import Splits
+from presso.compress.evaluate import TestSet, agreement, evaluate_stage
+from presso.compress.export import check_parity, export_onnx
+from presso.compress.metrics import primary_metric
+from presso.compress.profiles import Profile
+from presso.compress.prune import prune_model
+from presso.compress.choose import choose_int8
+from presso.compress.gate import AccuracyGateError, check_gate
+from presso.compress.quantize import optimize_graph
+from presso.compress.train import as_numpy_logits, collator, enable_casing, features, fine_tune, load_model, uses_casing
+from presso.core.casing import CASING_CLASSES
+from presso.core.manifest import VITERBI
 
 log = logging.getLogger(__name__)
 PARITY_ATOL = 1e-4
@@ -86,7 +86,7 @@ class Build:
                  base: BaseModelInfo | None = None, fine_tuned: bool = False) -> None:
         from transformers import AutoConfig
 
-        from service.encoding import TextEncoder
+        from presso.core.encoding import TextEncoder
 
         self.splits, self.name, self.profile, self.work = splits, name, profile, work
         self.reuse_fine_tuned = reuse_fine_tuned
@@ -123,13 +123,13 @@ class Build:
         self.histories: dict[str, dict] = {}
 
     def casing_decision(self) -> dict:
-        """Whether the model gets casing classes (:mod:`service.casing`), and why: a reused
+        """Whether the model gets casing classes (:mod:`presso.core.casing`), and why: a reused
         checkpoint keeps what it was trained with; otherwise on when the profile asks for it for
         this task, the tokenizer lowercases and the encoder has a ``token_type_ids`` input."""
         from transformers import AutoConfig
         from tokenizers import Tokenizer
 
-        from service.casing import lowercases
+        from presso.core.casing import lowercases
 
         checkpoint = self.work / "fp32"
         if self.fine_tuned:
@@ -150,7 +150,7 @@ class Build:
         record = {"enabled": enabled, "reason": reason}
         if enabled:
             record.update({"input": "token_type_ids", "classes": list(CASING_CLASSES),
-                           "function": "service.casing.casing_type_ids"})
+                           "function": "presso.core.casing.casing_type_ids"})
         log.info("stage data: casing %s (%s)", "on" if enabled else "off", reason)
         return record
 
@@ -214,7 +214,7 @@ class Build:
         return model, pruning
 
     def export(self, model) -> tuple[Path, object, dict]:
-        from service.runtime import OnnxModel
+        from presso.core.runtime import OnnxModel
 
         model.save_pretrained(self.work / "pruned")
         torch_logits = as_numpy_logits(model)
@@ -230,7 +230,7 @@ class Build:
 
     def optimize(self, fp32_onnx: Path, onnx_fp32) -> tuple[Path | None, dict]:
         """Fused graph for the dynamic INT8 candidates, kept only if it matches the unfused one."""
-        from service.runtime import OnnxModel
+        from presso.core.runtime import OnnxModel
 
         path = self.work / "model_fp32_optimized.onnx"
         try:
@@ -246,8 +246,8 @@ class Build:
             return None, {"error": f"{type(exc).__name__}: {exc}"[:500]}
 
     def quantize(self, fp32_onnx: Path, optimized: Path | None, onnx_fp32) -> tuple[Path, dict]:
-        from service.encoding import pad_batch
-        from service.runtime import OnnxModel
+        from presso.core.encoding import pad_batch
+        from presso.core.runtime import OnnxModel
 
         int8_path = self.out / "model.onnx"
         calibration = [pad_batch([e]) for e in calibration_encodings(self.encoder, self.splits, self.train,
@@ -267,9 +267,9 @@ class Build:
         service re-runs at load to catch a machine that computes the graph otherwise."""
         import platform
 
-        from compress.quantize import choose_preset
-        from service.registry import reference_outputs
-        from service.runtime import OnnxModel
+        from presso.compress.quantize import choose_preset
+        from presso.core.reference import reference_outputs
+        from presso.core.runtime import OnnxModel
 
         texts = [" ".join(ex.tokens) if self.task == "ner" else ex.text for ex in self.splits.test[:n]]
         reference = reference_outputs(self.encoder, OnnxModel(int8_path).run, texts,
@@ -334,7 +334,7 @@ class Build:
         by_stage = {s["stage"]: s for s in self.stages}
         gate = check_gate(by_stage, self.metric, self.profile.max_drop_points, self.profile.min_int8_agreement)
         log.info("accuracy gate: %s", gate["message"])
-        from service.runtime import OnnxModel
+        from presso.core.runtime import OnnxModel
 
         manifest = self.manifest(OnnxModel(int8_path).input_names, pruning, export, optimization, quantization, gate)
         report_path = models_dir / f"{self.name}.gate-report.json"
@@ -361,9 +361,9 @@ def build(splits: Splits, name: str, models_dir: Path, profile: Profile, work_di
 
     ``reuse_fine_tuned`` (needs ``work_dir``) starts from that directory's fp32 checkpoint when an
     earlier build left one, so compression settings can be iterated without fine-tuning again.
-    ``base``: the encoder to fine-tune (default: the packaged MiniLM; see :mod:`compress.base_model`);
+    ``base``: the encoder to fine-tune (default: the packaged MiniLM; see :mod:`presso.compress.base_model`);
     with ``fine_tuned`` it is already fine-tuned for the task (``splits.labels`` in its ``id2label``
-    order, :func:`compress.base_model.fine_tuned_labels`): it is not trained again but is the fp32
+    order, :func:`presso.compress.base_model.fine_tuned_labels`): it is not trained again but is the fp32
     stage, the distillation teacher and the gate's reference.
 
     Intermediate checkpoints (``fp32/``, ``pruned/``), the fp32 ONNX models and every INT8

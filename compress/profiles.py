@@ -63,7 +63,7 @@ class Profile(BaseModel):
     casing: dict[str, bool] = Field(
         default_factory=lambda: {"ner": True, "classify": False},
         description="per task ('ner', 'classify'): feed a casing class per sub-token through token_type_ids when the "
-                    "tokenizer lowercases (see service.casing); ignored for cased tokenizers")
+                    "tokenizer lowercases (see presso.core.casing); ignored for cased tokenizers")
     int8_selection_margin: float = Field(
         0.005, ge=0, le=0.01, description="INT8 variants must agree with fp32 ONNX on at least min_int8_agreement + "
         "this margin of validation predictions, so the test split's gate check holds")

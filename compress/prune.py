@@ -1,7 +1,7 @@
 """Structured pruning of transformer encoders: whole layers, attention heads and FFN intermediate
 neurons, so the weight matrices really shrink (unstructured masks give no speed-up on CPU). Where
 the parts live, and what an architecture cannot prune, comes from its adapter
-(:func:`compress.arch.adapter_for`).
+(:func:`presso.compress.arch.adapter_for`).
 
 Importance scores, accumulated over training batches:
 
@@ -26,7 +26,7 @@ from typing import Iterable
 
 import torch
 
-from compress.arch import adapter_for
+from presso.compress.arch import adapter_for
 
 log = logging.getLogger(__name__)
 LAYER_SCORING_BATCHES = 16  # forward passes only; enough to rank six layers stably

@@ -112,7 +112,7 @@ def quantize_static(model_path: Path, output: Path, calibration: Iterable[dict[s
     Args:
         calibration: unpadded batches (padding positions would widen the ranges) of int64 arrays
             ``[batch, seq_len]`` named like the model's inputs; extra keys are ignored.
-        exclude_patterns: regular expressions; matching nodes stay fp32 (see :mod:`compress.choose`).
+        exclude_patterns: regular expressions; matching nodes stay fp32 (see :mod:`presso.compress.choose`).
         method: ``MinMax``, ``Entropy`` or ``Percentile`` (ONNX Runtime calibrators); the
             histogram methods need every batch padded to one shape.
         percentile: the percentile kept by ``Percentile`` calibration.

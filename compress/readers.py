@@ -6,7 +6,7 @@
   sentences, the tag in ``tag_column``), or JSONL / Parquet rows holding a token list and a tag
   list. Tags are IOB1 or IOB2 and come back as IOB2.
 
-Every reader raises :class:`compress.data.DataError` naming the file, the 1-based line (row for
+Every reader raises :class:`presso.compress.data.DataError` naming the file, the 1-based line (row for
 Parquet) and the problem. Rows with empty text (or no tokens) are counted and skipped, or refused
 with ``DataLayout.strict``.
 """
@@ -22,7 +22,7 @@ from typing import Iterator
 
 from pydantic import BaseModel, Field
 
-from compress.data import DataError, NerExample, TextExample, to_iob2, valid_tag
+from presso.compress.data import DataError, NerExample, TextExample, to_iob2, valid_tag
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson", ".parquet")
 

@@ -20,11 +20,11 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from compress.data import NerExample, Splits, TextExample
-from compress.metrics import classification_metrics, ner_metrics, primary_metric
-from compress.profiles import PlateauBudget, Profile
-from service.casing import CASING_CLASSES, casing_type_ids
-from service.ner import iob2_viterbi
+from presso.compress.data import NerExample, Splits, TextExample
+from presso.compress.metrics import classification_metrics, ner_metrics, primary_metric
+from presso.compress.profiles import PlateauBudget, Profile
+from presso.core.casing import CASING_CLASSES, casing_type_ids
+from presso.core.spans import iob2_viterbi
 
 log = logging.getLogger(__name__)
 IGNORE_INDEX = -100
@@ -55,7 +55,7 @@ def load_model(task: str, path: str | Path, labels: Sequence[str] | None = None)
 
 
 def enable_casing(model) -> None:
-    """Widen the encoder's token-type embedding to one row per casing class (:mod:`service.casing`),
+    """Widen the encoder's token-type embedding to one row per casing class (:mod:`presso.core.casing`),
     every new row a copy of the existing type-0 embedding, so the untrained model computes exactly
     what it did before; fine-tuning then learns what each class means. Marks the config
     (``presso_casing``, ``type_vocab_size``) so a saved checkpoint reloads with the same input.
@@ -63,7 +63,7 @@ def enable_casing(model) -> None:
     Raises:
         ValueError: the encoder has no token-type embedding to widen.
     """
-    from compress.arch import adapter_for
+    from presso.compress.arch import adapter_for
 
     adapter = adapter_for(model)
     old = adapter.type_embedding(model)
@@ -140,7 +140,7 @@ def features(task: str, tokenizer, examples: Sequence, labels: Sequence[str], pr
 
 def compute_metrics_fn(task: str, labels: Sequence[str]):
     """Trainer ``compute_metrics`` using the same metric code as stage evaluation (NER: one tag per
-    word, read at its first sub-token and decoded with :func:`service.ner.iob2_viterbi` as the
+    word, read at its first sub-token and decoded with :func:`presso.core.spans.iob2_viterbi` as the
     service and stage evaluation decode; validation features label only first sub-tokens, so the
     mask survives the Trainer's length-grouped evaluation order)."""
 

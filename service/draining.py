@@ -4,7 +4,7 @@ On SIGTERM/SIGINT readiness and every new request answer 503 at once while the l
 open (a client is answered, not reset); when the requests already accepted have finished and no
 request arrived for ``QUIET_S``, or ``shutdown_grace_s`` has passed, uvicorn stops accepting and
 the app shuts down. A second signal stops at once. Used by the single-process server
-(:mod:`service.server`) and by each gunicorn worker (:mod:`service.multiprocess`).
+(:mod:`presso.service.server`) and by each gunicorn worker (:mod:`presso.service.multiprocess`).
 """
 
 from __future__ import annotations

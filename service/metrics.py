@@ -3,7 +3,7 @@
 By default one process serves all requests: the event loop does HTTP and scheduling, ONNX Runtime
 runs batches in worker threads (it releases the GIL, and parallelises inside a batch with intra-op
 threads), so one process already uses every core and the app's own registry is exact. With
-``PRESSO_WORKERS`` > 1 (:mod:`service.multiprocess`) prometheus-client's multiprocess mode takes
+``PRESSO_WORKERS`` > 1 (:mod:`presso.service.multiprocess`) prometheus-client's multiprocess mode takes
 over: :func:`exposition` aggregates every worker's files; gauges say how (``livesum``: summed over
 live workers; ``livemin`` for readiness: 1 only when every live worker is ready).
 """
@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from presso.service.tasks import ROUTES as INFERENCE_ENDPOINTS  # one per task plug-in
+
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 TOKEN_BUCKETS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
 RATIO_BUCKETS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
-INFERENCE_ENDPOINTS = ("/ner", "/classify")
 INFERENCE_STATUSES = ("200", "400", "401", "404", "405", "408", "413", "422", "429", "499", "500", "503", "504")
 
 

@@ -4,13 +4,13 @@
    (``X-Request-ID`` in, or generated; echoed back), one access log line per request (method,
    path, status, duration; never the body).
 2. :class:`DrainGate`: during shutdown new requests get 503; counts the requests it lets in, so the
-   server can wait for them (see :mod:`service.server`).
+   server can wait for them (see :mod:`presso.service.server`).
 3. :class:`ApiKeys`: 401 on inference and model-management paths without a configured key.
 4. :class:`BodyLimit`: 413 for bodies over the limit before they are read into memory (also
    chunked ones without Content-Length), 408 for uploads that stall.
 5. :class:`JsonByDefault`: POST bodies without a JSON content type are read as JSON.
 
-Errors raised here are JSON :class:`service.schemas.ErrorBody` objects, like the app's own.
+Errors raised here are JSON :class:`presso.service.schemas.ErrorBody` objects, like the app's own.
 """
 
 from __future__ import annotations
@@ -19,15 +19,18 @@ import asyncio
 import hmac
 import json
 import logging
+import re
 import time
 import uuid
 
-from service.logs import request_id
-from service.metrics import Metrics
+from presso.service.logs import request_id
+from presso.service.metrics import Metrics
+from presso.service.tasks import ROUTES
 
 access_log = logging.getLogger("presso.access")
 log = logging.getLogger(__name__)
 PROBES = ("/health/live", "/health/ready", "/metrics")
+RELOAD_PATH = re.compile(r"/models/[^/]+/reload")
 
 
 async def send_error(send, status: int, error: str, message: str, field: str | None = None,
@@ -55,7 +58,7 @@ class MetricsMiddleware:
     duration; never the body; not for probes). A request cancelled by the server's shutdown before
     it answered gets a JSON 503."""
 
-    KNOWN = {"/ner", "/classify", "/health/live", "/health/ready", "/models", "/metrics"}
+    KNOWN = {*ROUTES, "/health/live", "/health/ready", "/models", "/metrics"}
 
     def __init__(self, app, metrics: Metrics) -> None:
         self.app, self.metrics = app, metrics
@@ -65,7 +68,8 @@ class MetricsMiddleware:
             return await self.app(scope, receive, send)
         started = time.perf_counter()
         path = scope["path"]
-        endpoint = path if path in self.KNOWN else "/models/{name}/reload" if path.startswith("/models/") else "other"
+        endpoint = (path if path in self.KNOWN else "/models/{name}/reload" if RELOAD_PATH.fullmatch(path)
+                    else "other")
         given = header(scope, b"x-request-id")
         rid = given.decode() if given and len(given) <= 128 and given.isascii() and given.decode().isprintable() \
             else uuid.uuid4().hex
@@ -135,7 +139,7 @@ class ApiKeys:
     rotated Kubernetes Secret takes effect without a restart.
     """
 
-    PROTECTED = ("/ner", "/classify", "/models")
+    PROTECTED = (*ROUTES, "/models")
 
     def __init__(self, app, settings) -> None:
         self.app, self.settings = app, settings

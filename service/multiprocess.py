@@ -8,10 +8,10 @@ Metrics stay exact across processes with prometheus-client's multiprocess mode: 
 writes its values to files in ``PROMETHEUS_MULTIPROC_DIR`` (a fresh directory, emptied at start);
 ``/metrics`` in any worker aggregates them (counters and histograms summed over live and dead
 workers, so totals never go backwards; gauges over live workers only, see
-:mod:`service.metrics`). When a worker exits the arbiter's ``child_exit`` hook marks it dead.
+:mod:`presso.service.metrics`). When a worker exits the arbiter's ``child_exit`` hook marks it dead.
 
 Shutdown: SIGTERM to the arbiter reaches every worker, which drains as a single process does
-(:class:`service.draining.DrainingServer`); the arbiter waits ``shutdown_grace_s`` + 5 s for them.
+(:class:`presso.service.draining.DrainingServer`); the arbiter waits ``shutdown_grace_s`` + 5 s for them.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger
 from uvicorn_worker import UvicornWorker
 
-from service.settings import Settings
+from presso.service.settings import Settings
 
 log = logging.getLogger(__name__)
 ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -65,8 +65,8 @@ class PressoWorker(UvicornWorker):
 
         from gunicorn.arbiter import Arbiter
 
-        from service.draining import DrainingServer
-        from service.protocol import protocol_class
+        from presso.service.draining import DrainingServer
+        from presso.service.protocol import protocol_class
 
         settings = self.wsgi.state.presso.settings
         self.config.app = self.wsgi
@@ -102,8 +102,8 @@ class PressoArbiter(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self):
-        from service.api import create_app
-        from service.logs import configure_logging
+        from presso.service.api import create_app
+        from presso.service.logs import configure_logging
 
         configure_logging(self.settings.log_level, self.settings.log_format)  # in each worker, after fork
         return create_app(self.settings)

@@ -11,30 +11,19 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from service.classification import classify_logits
-from service.encoding import Encoded, TextEncoder, pad_batch
-from service.ner import group_entities, merge_windows, window_words
-from service.runtime import OnnxModel, RuntimeSetupError
+from presso.core.encoding import Encoded, artifact_encoder, pad_batch
+from presso.core.manifest import ArtifactError, Manifest, Task, read_artifact
+from presso.core.reference import max_reference_difference
+from presso.core.runtime import OnnxModel, RuntimeSetupError
+from presso.service.tasks import plugin_for
 
 log = logging.getLogger(__name__)
-
-TOKEN_CLASSIFICATION = "token-classification"
-SEQUENCE_CLASSIFICATION = "sequence-classification"
-TASKS = (TOKEN_CLASSIFICATION, SEQUENCE_CLASSIFICATION)
-VITERBI = "iob2_viterbi"  # manifest "decoding": joint IOB2-constrained decoding (service.ner.iob2_viterbi)
-MANIFEST_VERSION = 1  # written by compress.artifact; a server refuses versions it does not know
-MAX_SEQ_LEN_LIMIT = 8192  # BERT-family position tables are 512; beyond this attention memory explodes
-
 
 TOKENIZE_CHUNK = 16  # texts tokenized between two checks of a request's token bound
 
 
 class TooManyTokens(ValueError):
     """A request has more tokens than it may queue."""
-
-
-class ArtifactError(RuntimeError):
-    """A model artifact is missing files, has an invalid manifest or a wrong checksum."""
 
 
 @dataclass
@@ -65,25 +54,26 @@ class LoadedModel:
     def __init__(self, path: Path, providers: list[str], intra_op_threads: int, stride_tokens: int = 32,
                  spinning: bool = True, alone_session: bool = False) -> None:
         self.path = path
-        self.manifest = read_manifest(path)
-        self.version: str = self.manifest["model_sha256"][:12]
+        self.manifest: Manifest = read_artifact(path)
+        self.version: str = self.manifest.version
         self.loaded_at = time.time()
-        self.name: str = self.manifest["name"]
-        self.task: str = self.manifest["task"]
-        self.labels: list[str] = list(self.manifest["labels"])
+        self.name: str = self.manifest.name
+        self.task: Task = self.manifest.task
+        self.plugin = plugin_for(self.task)
+        self.labels: list[str] = list(self.manifest.labels)
         # Decoding as the model was built and evaluated; manifests from before it was recorded get
         # Viterbi (right for any IOB2 model).
-        self.constrained = self.manifest.get("decoding", VITERBI) == VITERBI
+        self.constrained = self.manifest.constrained_decoding
         try:
             self.encoder = artifact_encoder(path, self.manifest, stride_tokens)
         except Exception as exc:  # the tokenizers library raises plain Exception for a bad file
             raise ArtifactError(f"{path}/tokenizer.json cannot be loaded: {exc}") from exc
-        self.onnx = OnnxModel(path / self.manifest["model_file"], providers, intra_op_threads, spinning)
+        self.onnx = OnnxModel(path / self.manifest.model_file, providers, intra_op_threads, spinning)
         self._check_logits()
         self._check_reference()
         # Alone, nothing competes for the cores, and without spinning each of the graph's ~100
         # parallel operators would pay a thread wake-up (measured: p50 at 1 client 3.2 -> 4.9 ms).
-        self.onnx_alone = (OnnxModel(path / self.manifest["model_file"], providers, 0, spinning=True)
+        self.onnx_alone = (OnnxModel(path / self.manifest.model_file, providers, 0, spinning=True)
                            if alone_session and intra_op_threads != 0 else self.onnx)
 
     def _check_logits(self) -> None:
@@ -99,10 +89,10 @@ class LoadedModel:
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ArtifactError(f"{self.path}: the model fails on a {encoded.length}-token input "
                                 f"(max_seq_len {self.encoder.max_seq_len}): {type(exc).__name__}") from exc
-        want = (1, encoded.length, len(self.labels)) if self.task == TOKEN_CLASSIFICATION else (1, len(self.labels))
+        want = (1, encoded.length, len(self.labels)) if self.task == Task.TOKEN_CLASSIFICATION else (1, len(self.labels))
         if tuple(logits.shape) != want:
             raise ArtifactError(f"{self.path}: logits of shape {tuple(logits.shape)}, the manifest implies {want} "
-                                f"({self.task}, {len(self.labels)} labels)")
+                                f"({self.task.value}, {len(self.labels)} labels)")
 
     def _check_reference(self) -> None:
         """Run the artifact's reference texts (``reference.json``, written at build time) on this
@@ -113,12 +103,12 @@ class LoadedModel:
                 the recorded one by more than its tolerance (the message names the model and the
                 largest difference).
         """
-        record = self.manifest.get("reference")
-        if not record:
+        record = self.manifest.reference
+        if record is None:
             return  # artifacts from before reference outputs were recorded
-        ref_path = self.path / record["file"]
-        if not ref_path.is_file() or hashlib.sha256(ref_path.read_bytes()).hexdigest() != record["sha256"]:
-            raise ArtifactError(f"{self.path}: {record['file']} is missing or does not match its sha256")
+        ref_path = self.path / record.file
+        if not ref_path.is_file() or hashlib.sha256(ref_path.read_bytes()).hexdigest() != record.sha256:
+            raise ArtifactError(f"{self.path}: {record.file} is missing or does not match its sha256")
         reference = json.loads(ref_path.read_text())
         worst = max_reference_difference(self.encoder, self.onnx.run, reference)
         if worst > reference["tolerance"]:
@@ -131,8 +121,8 @@ class LoadedModel:
         """``name``, ``task``, ``version`` (first 12 hex digits of the model file's sha256), ``loaded_at``
         (ISO 8601, UTC), ``path`` and the ``manifest``."""
         loaded = datetime.datetime.fromtimestamp(self.loaded_at, datetime.timezone.utc).isoformat(timespec="seconds")
-        return {"name": self.name, "task": self.task, "version": self.version, "loaded_at": loaded, "path": str(self.path),
-                "manifest": self.manifest}
+        return {"name": self.name, "task": self.task.value, "version": self.version, "loaded_at": loaded,
+                "path": str(self.path), "manifest": self.manifest.to_json()}
 
     def tokenize(self, texts: list[str], max_tokens: int | None = None) -> list[list[Item]]:
         """The sequences of each text: token classification splits a text longer than
@@ -146,10 +136,7 @@ class LoadedModel:
         total, step = 0, len(texts) if max_tokens is None else TOKENIZE_CHUNK
         for at in range(0, len(texts), max(1, step)):
             chunk = texts[at: at + step]
-            if self.task == TOKEN_CLASSIFICATION:
-                out += [[Item(t, w) for w in windows] for t, windows in zip(chunk, self.encoder.encode_windows(chunk))]
-            else:
-                out += [[Item(t, e)] for t, e in zip(chunk, self.encoder.encode(chunk))]
+            out += [[Item(t, e) for e in seqs] for t, seqs in zip(chunk, self.plugin.split(self.encoder, chunk))]
             total += sum(item.tokens for windows in out[at:] for item in windows)
             if max_tokens is not None and total > max_tokens:
                 raise TooManyTokens(f"more than {max_tokens} tokens (counted {total} in the first {at + len(chunk)} "
@@ -166,11 +153,7 @@ class LoadedModel:
         """
         session = self.onnx_alone if alone else self.onnx
         logits = session.run(pad_batch([i.encoded for i in items], self.encoder.pad_id))
-        if self.task == TOKEN_CLASSIFICATION:
-            return [window_words(logits[row], i.encoded.word_ids, i.encoded.offsets, self.labels)
-                    for row, i in enumerate(items)]
-        return [{**classify_logits(logits[row], self.labels), "truncated": i.encoded.truncated}
-                for row, i in enumerate(items)]
+        return [self.plugin.decode(logits[row], i.encoded, self.labels) for row, i in enumerate(items)]
 
     def assemble(self, text: str, partials: list) -> dict:
         """One text's response fields from the partial results of its sequences.
@@ -178,88 +161,7 @@ class LoadedModel:
         Token classification: ``{"entities": [...], "windows": int}``; sequence classification:
         ``{"label", "score", "scores", "truncated"}``.
         """
-        if self.task == TOKEN_CLASSIFICATION:
-            spans = group_entities(merge_windows(partials, self.labels if self.constrained else None), text)
-            return {"entities": [s.as_dict() for s in spans], "windows": len(partials)}
-        return partials[0]
-
-
-def artifact_encoder(path: Path, manifest: dict, stride_tokens: int = 0) -> TextEncoder:
-    """The artifact's tokenizer as its model was trained: ``max_seq_len`` and, when the manifest's
-    ``casing.enabled`` says so, casing classes in ``token_type_ids`` (manifests from before casing
-    was recorded: none)."""
-    casing = bool((manifest.get("casing") or {}).get("enabled", False))
-    return TextEncoder(path / "tokenizer.json", int(manifest["max_seq_len"]), stride_tokens, casing)
-
-
-def read_manifest(path: Path) -> dict:
-    """Read and validate ``path/manifest.json`` and the model file's sha256.
-
-    Raises:
-        ArtifactError: missing files or keys, an unknown ``manifest_version`` or task, checksum mismatch.
-    """
-    manifest_path = path / "manifest.json"
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ArtifactError(f"{manifest_path}: cannot read manifest ({exc})") from exc
-    if not isinstance(manifest, dict):
-        raise ArtifactError(f"{manifest_path}: not a JSON object")
-    version = manifest.get("manifest_version", MANIFEST_VERSION)  # artifacts before versioning: 1
-    if version != MANIFEST_VERSION:
-        raise ArtifactError(f"{manifest_path}: manifest_version {version!r} is not supported by this server "
-                            f"(it reads version {MANIFEST_VERSION}); rebuild the artifact with this Presso or "
-                            f"upgrade the server")
-    missing = [k for k in ("name", "task", "labels", "max_seq_len", "model_file", "model_sha256") if k not in manifest]
-    if missing:
-        raise ArtifactError(f"{manifest_path}: missing keys {missing}")
-    if manifest["task"] not in TASKS:
-        raise ArtifactError(f"{manifest_path}: task {manifest['task']!r} is not one of {TASKS}")
-    problems = [problem for ok, problem in (
-        (isinstance(manifest["name"], str) and manifest["name"], "name must be a non-empty string"),
-        (isinstance(manifest["labels"], list) and len(manifest["labels"]) >= 2
-         and all(isinstance(x, str) for x in manifest["labels"]) and len(set(manifest["labels"])) == len(manifest["labels"]),
-         "labels must be a list of at least 2 distinct strings"),
-        (type(manifest["max_seq_len"]) is int and 8 <= manifest["max_seq_len"] <= MAX_SEQ_LEN_LIMIT,
-         f"max_seq_len must be an integer from 8 to {MAX_SEQ_LEN_LIMIT}"),
-        (isinstance(manifest["model_file"], str) and manifest["model_file"]
-         and Path(manifest["model_file"]).name == manifest["model_file"], "model_file must be a file name in the artifact"),
-        (isinstance(manifest["model_sha256"], str), "model_sha256 must be a string"),
-    ) if not ok]
-    if problems:
-        raise ArtifactError(f"{manifest_path}: {'; '.join(problems)}")
-    for name in (manifest["model_file"], "tokenizer.json"):
-        if not (path / name).is_file():
-            raise ArtifactError(f"{path}: {name} is missing")
-    digest = hashlib.sha256((path / manifest["model_file"]).read_bytes()).hexdigest()
-    if digest != manifest["model_sha256"]:
-        raise ArtifactError(f"{path}: sha256 of {manifest['model_file']} is {digest}, manifest says "
-                            f"{manifest['model_sha256']}")
-    return manifest
-
-
-REFERENCE_TOLERANCE = 0.01  # logits; the same graph on two CPUs differs by ~1e-5, a quantization mismatch by >0.1
-
-
-def reference_outputs(encoder: TextEncoder, run, texts: list[str], built_on: str) -> dict:
-    """``reference.json`` of an artifact: ``texts`` and the logits ``run`` gives each one alone
-    (``[seq_len, num_labels]`` or ``[num_labels]``), the tolerance and the build machine."""
-    logits = [run(pad_batch([e], encoder.pad_id))[0].round(5).tolist() for e in encoder.encode(texts)]
-    return {"texts": texts, "logits": logits, "tolerance": REFERENCE_TOLERANCE, "built_on": built_on}
-
-
-def max_reference_difference(encoder: TextEncoder, run, reference: dict) -> float:
-    """Largest |logit difference| between ``run`` now and the recorded reference outputs."""
-    import numpy as np
-
-    worst = 0.0
-    for encoded, want in zip(encoder.encode(reference["texts"]), reference["logits"]):
-        got = run(pad_batch([encoded], encoder.pad_id))[0]
-        want = np.asarray(want, dtype=np.float32)
-        if got.shape != want.shape:
-            return float("inf")
-        worst = max(worst, float(np.abs(got - want).max()))
-    return worst
+        return self.plugin.assemble(text, partials, self.labels, self.constrained)
 
 
 def load_models(models_dir: Path, providers: list[str], intra_op_threads: int,

@@ -51,46 +51,6 @@ class InferenceRequest(BaseModel):
         return [self.text] if self.text is not None else list(self.texts or [])
 
 
-class Entity(BaseModel):
-    label: str = Field(description="entity type without the B-/I- prefix, e.g. PER")
-    text: str = Field(description="exactly input[start:end]")
-    start: int = Field(description="code-point offset of the first character")
-    end: int = Field(description="code-point offset after the last character (exclusive)")
-    score: float = Field(description="mean probability of the entity's word labels")
-
-
-class NerResult(BaseModel):
-    entities: list[Entity]
-    windows: int = Field(description="sequences the text ran as: 1, or overlapping windows when it is longer "
-                                     "than the model's max_seq_len tokens (entities merged, none missing)")
-
-
-class NerResponse(NerResult):
-    model: str
-
-
-class NerBatchResponse(BaseModel):
-    model: str
-    results: list[NerResult]
-
-
-class ClassifyResult(BaseModel):
-    label: str
-    score: float
-    scores: dict[str, float]
-    truncated: bool = Field(description="the text was truncated to the model's max_seq_len tokens (the service "
-                                        "answers 422 instead when PRESSO_CLASSIFY_LONG_TEXT=reject)")
-
-
-class ClassifyResponse(ClassifyResult):
-    model: str
-
-
-class ClassifyBatchResponse(BaseModel):
-    model: str
-    results: list[ClassifyResult]
-
-
 class ErrorBody(BaseModel):
     error: str = Field(description="machine-readable error kind")
     message: str

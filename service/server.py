@@ -1,11 +1,11 @@
-"""Process entry point: logging, then uvicorn serving :func:`service.api.create_app`, with a
+"""Process entry point: logging, then uvicorn serving :func:`presso.service.api.create_app`, with a
 draining shutdown.
 
 One process per container: ONNX Runtime parallelises inside each batch (intra-op threads) and
 the batcher's worker threads overlap batches, so Prometheus' default single-process registry is
 exact. Scale out with more replicas (see deploy/).
 
-Shutdown on SIGTERM/SIGINT drains first (:class:`service.draining.DrainingServer`).
+Shutdown on SIGTERM/SIGINT drains first (:class:`presso.service.draining.DrainingServer`).
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import signal
 
 import uvicorn
 
-from service.draining import DrainingServer
-from service.logs import configure_logging
-from service.protocol import protocol_class
-from service.settings import Settings, unknown_variables
+from presso.service.draining import DrainingServer
+from presso.service.logs import configure_logging
+from presso.service.protocol import protocol_class
+from presso.service.settings import Settings, unknown_variables
 
 log = logging.getLogger(__name__)
 def _drained(signum, _frame) -> None:
@@ -33,10 +33,10 @@ def run(settings: Settings) -> None:
     for name in unknown_variables(dict(os.environ)):
         log.warning("%s is not a Presso setting and is ignored (see README, Configuration)", name)
     if settings.workers > 1:  # before anything imports prometheus_client (it picks its mode at import)
-        from service.multiprocess import run as run_workers
+        from presso.service.multiprocess import run as run_workers
 
         return run_workers(settings)
-    from service.api import create_app
+    from presso.service.api import create_app
 
     app = create_app(settings)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),

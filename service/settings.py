@@ -1,6 +1,6 @@
 """Service configuration: one pydantic-settings class, environment prefix ``PRESSO_``.
 
-Built once at startup (:func:`service.server.run` / :func:`service.api.create_app`), never at import.
+Built once at startup (:func:`presso.service.server.run` / :func:`presso.service.api.create_app`), never at import.
 """
 
 from __future__ import annotations

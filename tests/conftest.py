@@ -27,7 +27,7 @@ class LiveServer:
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        from service.protocol import protocol_class
+        from presso.service.protocol import protocol_class
 
         settings = app.state.presso.settings  # the service's own HTTP protocol and limits, as in production
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
@@ -50,14 +50,14 @@ class LiveServer:
 
 
 def make_settings(models_dir: Path, **overrides):
-    from service.settings import Settings
+    from presso.service.settings import Settings
 
     return Settings(models_dir=models_dir, **overrides)
 
 
 @pytest.fixture(scope="session")
 def live_server(fake_models_dir):
-    from service.api import create_app
+    from presso.service.api import create_app
 
     with LiveServer(create_app(make_settings(fake_models_dir, max_wait_ms=2.0))) as server:
         yield server

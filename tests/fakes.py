@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from presso.core.manifest import Manifest, Task, file_checksums
+
 NER_LABELS = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
 CLASS_LABELS = ["negative", "neutral", "positive"]
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -91,15 +93,10 @@ def write_artifact(root: Path, name: str, kind: str, max_seq_len: int = 32) -> P
     d.mkdir(parents=True, exist_ok=True)
     write_tokenizer(d / "tokenizer.json")
     write_onnx(d / "model.onnx", kind)
-    manifest = {
-        "name": name,
-        "task": "token-classification" if kind == "ner" else "sequence-classification",
-        "labels": NER_LABELS if kind == "ner" else CLASS_LABELS,
-        "max_seq_len": max_seq_len,
-        "model_file": "model.onnx",
-        "model_sha256": hashlib.sha256((d / "model.onnx").read_bytes()).hexdigest(),
-    }
-    (d / "manifest.json").write_text(json.dumps(manifest))
+    Manifest(name=name, task=Task.from_short("ner" if kind == "ner" else "classify"),
+             labels=NER_LABELS if kind == "ner" else CLASS_LABELS, max_seq_len=max_seq_len, model_file="model.onnx",
+             model_sha256=hashlib.sha256((d / "model.onnx").read_bytes()).hexdigest(),
+             files=file_checksums(d)).write(d)
     return d
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 import time
 
-from service.registry import LoadedModel
-from service.server import run
-from service.settings import Settings
+from presso.service.registry import LoadedModel
+from presso.service.server import run
+from presso.service.settings import Settings
 
 _infer = LoadedModel.infer
 

@@ -77,7 +77,7 @@ def test_bad_input_gets_a_json_4xx_naming_the_field(client, body, status, field)
 
 
 def test_limits(fake_models_dir):
-    from service.api import create_app
+    from presso.service.api import create_app
 
     app = create_app(make_settings(fake_models_dir, max_texts_per_request=2, max_text_chars=10))
     with LiveServer(app) as server, httpx.Client(base_url=server.url) as c:
@@ -112,8 +112,8 @@ def test_metrics_exist_at_zero_for_every_model(client):
 
 
 def test_inference_fault_fails_the_batch_with_json_500_and_service_keeps_serving(fake_models_dir):
-    from service.api import create_app
-    from service.registry import load_models
+    from presso.service.api import create_app
+    from presso.service.registry import load_models
 
     models = load_models(fake_models_dir, ["CPUExecutionProvider"], 1)
     real = models["fake-ner"].infer

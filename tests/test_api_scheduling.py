@@ -16,7 +16,7 @@ from tests.conftest import LiveServer, make_settings
 
 def slow_models(models_dir, delay_s: float, started: threading.Event | None = None):
     """The fake models with every batch delayed by ``delay_s`` (a stand-in for a busy CPU)."""
-    from service.registry import load_models
+    from presso.service.registry import load_models
 
     models = load_models(models_dir, ["CPUExecutionProvider"], 1)
     for model in models.values():
@@ -33,7 +33,7 @@ def slow_models(models_dir, delay_s: float, started: threading.Event | None = No
 
 
 def serve(models_dir, models=None, **overrides):
-    from service.api import create_app
+    from presso.service.api import create_app
 
     return LiveServer(create_app(make_settings(models_dir, **overrides), models=models))
 

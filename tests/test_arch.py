@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from compress.arch import SUPPORTED_MODEL_TYPES, UnsupportedArchitecture, adapter_for  # noqa: E402
+from presso.compress.arch import SUPPORTED_MODEL_TYPES, UnsupportedArchitecture, adapter_for  # noqa: E402
 from presso.bench.arch import FAMILIES, probe, render, tiny_config  # noqa: E402
 
 NO_HEAD_PRUNING = {"albert", "deberta-v2", "mpnet"}

@@ -18,10 +18,10 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("optimum")
 
-from compress.export import export_onnx  # noqa: E402
-from service.batching import BatchLimits, DynamicBatcher  # noqa: E402
-from service.encoding import pad_batch  # noqa: E402
-from service.registry import LoadedModel  # noqa: E402
+from presso.compress.export import export_onnx  # noqa: E402
+from presso.service.batching import BatchLimits, DynamicBatcher  # noqa: E402
+from presso.core.encoding import pad_batch  # noqa: E402
+from presso.service.registry import LoadedModel  # noqa: E402
 from tests.fakes import NER_LABELS, WORDS, write_tokenizer  # noqa: E402
 from tests.fakes import tiny_bert as random_tiny_bert  # noqa: E402
 

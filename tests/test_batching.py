@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.batching import (BatchLimits, BatcherClosed, DeadlineExceeded, DynamicBatcher, InferenceError,
+from presso.service.batching import (BatchLimits, BatcherClosed, DeadlineExceeded, DynamicBatcher, InferenceError,
                               Overloaded, select_batch)
-from service.metrics import Metrics
+from presso.service.metrics import Metrics
 
 
 class Recorder:

@@ -57,3 +57,34 @@ def test_paired_speedup_alternates_and_takes_the_median_ratio():
     result = bench_model.paired_speedup(slow, fast, runs=3, rounds=3, shape=(1, 4))
     assert len(result["rounds"]) == 3 and 2.0 < result["median"] < 6.0
     assert calls[:4] == ["slow"] * 4 and calls[4:8] == ["fast"] * 4  # warm-up + 3 runs, then the other
+
+
+def test_scale_section_prunes_quantizes_and_times_each_shape(tmp_path, monkeypatch):
+    """The scale path on tiny stand-ins of both shapes (the real ones are full-size, minutes)."""
+    pytest.importorskip("torch")
+    import transformers
+
+    from presso.bench import scale
+
+    tiny = {"bert-base": transformers.BertConfig(vocab_size=1200, hidden_size=32, num_hidden_layers=3,
+                                                 num_attention_heads=4, intermediate_size=64, num_labels=9),
+            "deberta-v3-small": transformers.DebertaV2Config(
+                vocab_size=1200, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
+                relative_attention=True, pos_att_type=["p2c", "c2p"], position_buckets=16,
+                max_relative_positions=-1, type_vocab_size=0, num_labels=9)}
+    monkeypatch.setattr(scale, "scale_config", lambda name: tiny[name])
+    out = scale.run_scale(runs=2)
+    bert, deberta = out["models"]["bert-base"], out["models"]["deberta-v3-small"]
+    for m in (bert, deberta):
+        assert set(m["variants"]) == {"pytorch_fp32", "onnx_pruned_fp32", "pruned_int8_static_ffn_fp32",
+                                      "pruned_int8_dynamic_per_channel"}
+        assert m["pruning"]["intermediate_size"]["after"] < m["pruning"]["intermediate_size"]["before"]
+        assert m["pruning"]["parameters_after"] < m["config"]["parameters"]
+        assert all(v > 0 for v in m["speedup_vs_torch_fp32_8x128"].values())
+    assert bert["pruning"]["heads_skipped_because"] is None
+    assert deberta["pruning"]["heads_skipped_because"]  # DeBERTa-v2 cannot prune heads: recorded, not a crash
+    from presso.bench.model import markdown, scale_summary
+
+    assert set(scale_summary(out)) == {"bert_base_pruned_int8_speedup_vs_torch_fp32_8x128",
+                                       "deberta_v3_small_pruned_int8_speedup_vs_torch_fp32_8x128"}
+    assert "deberta-v3-small" in markdown({"tasks": {}, "summary": {}, "scale": out})

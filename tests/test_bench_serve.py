@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from presso.bench import offline, serve, wrk
-from service.settings import Settings
+from presso.service.settings import Settings
 
 
 def level(c: int, rps: float, p50: float) -> dict:

@@ -21,7 +21,7 @@ def test_short_soak_writes_the_report_with_the_exact_keys(fake_models_dir, tmp_p
 
 
 def test_mixed_texts_have_random_lengths():
-    pytest.importorskip("compress.data")
+    pytest.importorskip("presso.compress.data")
     try:
         texts = __import__("presso.bench.soak", fromlist=["mixed_texts"]).mixed_texts(200)
     except FileNotFoundError:

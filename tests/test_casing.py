@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.casing import CASING_CLASSES, LOWER, MIXED, NONE, TITLE, UPPER, case_class, casing_type_ids, lowercases
-from service.encoding import TextEncoder
+from presso.core.casing import CASING_CLASSES, LOWER, MIXED, NONE, TITLE, UPPER, case_class, casing_type_ids, lowercases
+from presso.core.encoding import TextEncoder
 from tests.fakes import write_artifact, write_tokenizer
 
 
@@ -54,8 +54,8 @@ def test_casing_ids_are_valid_and_windows_agree_with_the_whole_text(tokenizer_pa
 
 def test_training_features_use_the_service_function(tokenizer_path):
     transformers = pytest.importorskip("transformers")
-    from compress.data import NerExample
-    from compress.train import ner_features
+    from presso.compress.data import NerExample
+    from presso.compress.train import ner_features
 
     hf = transformers.PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_path), pad_token="[PAD]",
                                               cls_token="[CLS]", sep_token="[SEP]", unk_token="[UNK]")
@@ -79,10 +79,10 @@ def test_lowercases_tells_uncased_from_cased(tokenizer_path):
 
 def test_widened_type_embedding_keeps_outputs_exports_and_accepts_every_class(tmp_path, tokenizer_path):
     torch = pytest.importorskip("torch")
-    from compress.export import check_parity, export_onnx
-    from compress.train import as_numpy_logits, enable_casing, uses_casing
-    from service.encoding import pad_batch
-    from service.runtime import OnnxModel
+    from presso.compress.export import check_parity, export_onnx
+    from presso.compress.train import as_numpy_logits, enable_casing, uses_casing
+    from presso.core.encoding import pad_batch
+    from presso.core.runtime import OnnxModel
     from tests.fakes import tiny_bert
 
     model = tiny_bert()
@@ -104,7 +104,7 @@ def test_widened_type_embedding_keeps_outputs_exports_and_accepts_every_class(tm
 
 def test_the_service_computes_casing_only_for_models_built_with_it(tmp_path):
     pytest.importorskip("onnx")
-    from service.registry import LoadedModel
+    from presso.service.registry import LoadedModel
 
     plain = LoadedModel(write_artifact(tmp_path, "plain", "ner"), ["CPUExecutionProvider"], 1)
     d = write_artifact(tmp_path, "cased", "ner")

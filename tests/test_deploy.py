@@ -132,7 +132,7 @@ def test_grafana_dashboard_queries_name_real_metrics():
 
     from prometheus_client import generate_latest
 
-    from service.metrics import Metrics
+    from presso.service.metrics import Metrics
 
     m = Metrics()
     m.register_model("x")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from compress.gate import AccuracyGateError, check_gate
+from presso.compress.gate import AccuracyGateError, check_gate
 
 
 def stages(fp32: float, pruned: float, onnx: float, int8: float, agreement: float = 0.999) -> dict:
@@ -36,8 +36,8 @@ def test_build_exits_3_when_the_gate_fails(monkeypatch, tmp_path):
     pytest.importorskip("typer")
     from typer.testing import CliRunner
 
-    import compress.datasets
-    import compress.pipeline
+    import presso.compress.datasets
+    import presso.compress.pipeline
     from presso.cli import app
 
     report = {**check_gate(stages(0.85, 0.80, 0.80, 0.80), "f1", 1.0, 0.99), "report_path": "models/ner.gate-report.json"}
@@ -45,8 +45,8 @@ def test_build_exits_3_when_the_gate_fails(monkeypatch, tmp_path):
     def failing_build(*_args, **_kwargs):
         raise AccuracyGateError(report)
 
-    monkeypatch.setattr(compress.datasets, "load_conll2003", lambda: object())
-    monkeypatch.setattr(compress.pipeline, "build", failing_build)
+    monkeypatch.setattr(presso.compress.datasets, "load_conll2003", lambda: object())
+    monkeypatch.setattr(presso.compress.pipeline, "build", failing_build)
     result = CliRunner().invoke(app, ["build", "ner", "--models-dir", str(tmp_path)])
     assert result.exit_code == 3
     assert "pruned_fp32" in result.output and "gate-report.json" in result.output

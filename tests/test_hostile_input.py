@@ -14,7 +14,7 @@ from tests.conftest import LiveServer, make_settings
 
 @pytest.fixture(scope="module")
 def small_limits(fake_models_dir):
-    from service.api import create_app
+    from presso.service.api import create_app
 
     app = create_app(make_settings(fake_models_dir, max_body_bytes=2048, body_read_timeout_s=1.0,
                                    max_header_bytes=4096, header_read_timeout_s=1.0))

@@ -109,7 +109,7 @@ def new_version(artifact: Path) -> None:
 
 
 def test_reload_swaps_versions_without_failing_requests_and_refuses_a_bad_artifact(fake_models_dir, tmp_path):
-    from service.api import create_app
+    from presso.service.api import create_app
 
     models = tmp_path / "models"
     shutil.copytree(fake_models_dir, models)
@@ -162,7 +162,7 @@ def edit_manifest(artifact: Path, **changes) -> None:
     {"task": "sequence-classification"}, "tokenizer", "other-model",
 ])
 def test_reload_refuses_artifacts_that_would_break_serving(fake_models_dir, tmp_path, breakage):
-    from service.api import create_app
+    from presso.service.api import create_app
 
     models = tmp_path / "models"
     shutil.copytree(fake_models_dir, models)

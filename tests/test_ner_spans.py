@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.encoding import TextEncoder
-from service.ner import EntitySpan, Word, extract_entities, first_subtokens, group_entities
+from presso.core.encoding import TextEncoder
+from presso.core.spans import EntitySpan, Word, extract_entities, first_subtokens, group_entities
 from tests.fakes import NER_LABELS, token_logits_table, write_tokenizer
 
 
@@ -97,7 +97,7 @@ def test_windows_of_a_long_text_give_the_entities_of_one_long_sequence(tmp_path_
                                                                       stride):
     """With logits that depend only on the token, the merge must reproduce the single-sequence
     answer exactly: each entity once, offsets into the original text, none lost at a boundary."""
-    from service.ner import group_entities, merge_windows, window_words
+    from presso.core.spans import group_entities, merge_windows, window_words
 
     text = " ".join(words)
     path = tmp_path_factory.getbasetemp() / "windows-tokenizer.json"
@@ -158,7 +158,7 @@ def test_viterbi_is_the_best_valid_sequence(rows):
 
     import numpy as np
 
-    from service.ner import iob2_viterbi
+    from presso.core.spans import iob2_viterbi
 
     probs = np.array(rows, dtype=np.float64).reshape(len(rows), 5)
     probs = probs / probs.sum(axis=1, keepdims=True) if len(rows) else probs
@@ -176,7 +176,7 @@ def test_viterbi_is_the_best_valid_sequence(rows):
 def test_viterbi_repairs_an_entity_that_starts_inside():
     import numpy as np
 
-    from service.ner import Word, WindowWord, merge_windows
+    from presso.core.spans import Word, WindowWord, merge_windows
 
     # word 0: O; word 1: argmax I-PER (0.5) over B-PER (0.4); word 2: I-PER
     probs = np.array([[0.9, 0.02, 0.02, 0.03, 0.03], [0.05, 0.02, 0.03, 0.4, 0.5], [0.1, 0.0, 0.0, 0.1, 0.8]])

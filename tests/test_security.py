@@ -13,7 +13,7 @@ from tests.conftest import LiveServer, free_port, make_settings
 
 @pytest.fixture(scope="module")
 def keyed(fake_models_dir, tmp_path_factory):
-    from service.api import create_app
+    from presso.service.api import create_app
 
     keys_file = tmp_path_factory.mktemp("secrets") / "keys"
     keys_file.write_text("# rotated monthly\nfile-key-1\n\n  file-key-2  # second\n")
@@ -69,7 +69,7 @@ def test_request_id_is_echoed_or_generated(live_server):
 
 
 def test_json_logs_carry_the_request_id_and_extra_fields(capsys):
-    from service.logs import configure_logging, request_id
+    from presso.service.logs import configure_logging, request_id
 
     root = logging.getLogger()
     saved = root.handlers[:], root.level
@@ -89,7 +89,7 @@ def test_json_logs_carry_the_request_id_and_extra_fields(capsys):
 def test_rotated_keys_file_takes_effect_without_restart(fake_models_dir, tmp_path):
     import os
 
-    from service.api import create_app
+    from presso.service.api import create_app
 
     keys = tmp_path / "keys"
     keys.write_text("old-key\n")
@@ -109,7 +109,7 @@ def test_rotated_keys_file_takes_effect_without_restart(fake_models_dir, tmp_pat
 def test_unreadable_keys_file_is_a_settings_error(tmp_path):
     from pydantic import ValidationError
 
-    from service.settings import Settings
+    from presso.service.settings import Settings
 
     with pytest.raises(ValidationError, match="api_keys_file"):
         Settings(api_keys_file=tmp_path / "missing")

@@ -1,13 +1,13 @@
-"""Architecture adapters, chosen from ``config.model_type`` (see :mod:`compress.arch.base`)."""
+"""Architecture adapters, chosen from ``config.model_type`` (see :mod:`presso.compress.arch.base`)."""
 
 from __future__ import annotations
 
-from compress.arch.albert import ALBERT
-from compress.arch.base import Adapter, UnsupportedArchitecture
-from compress.arch.bert import BERT, ELECTRA, ROBERTA
-from compress.arch.deberta import DEBERTA_V2
-from compress.arch.distilbert import DISTILBERT
-from compress.arch.mpnet import MPNET
+from presso.compress.arch.albert import ALBERT
+from presso.compress.arch.base import Adapter, UnsupportedArchitecture
+from presso.compress.arch.bert import BERT, ELECTRA, ROBERTA
+from presso.compress.arch.deberta import DEBERTA_V2
+from presso.compress.arch.distilbert import DISTILBERT
+from presso.compress.arch.mpnet import MPNET
 
 ADAPTERS: tuple[Adapter, ...] = (BERT, ROBERTA, ELECTRA, DISTILBERT, ALBERT, DEBERTA_V2, MPNET)
 _BY_TYPE = {model_type: adapter for adapter in ADAPTERS for model_type in adapter.model_types}

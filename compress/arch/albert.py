@@ -7,7 +7,7 @@ measure."""
 
 from __future__ import annotations
 
-from compress.arch.base import Adapter
+from presso.compress.arch.base import Adapter
 
 
 class AlbertAdapter(Adapter):

@@ -2,7 +2,7 @@
 (``<prefix>.encoder.layer[i]`` with ``attention.self``, ``intermediate.dense``, ``output.dense``),
 and ONNX Runtime's optimizer fuses all of them as model type ``bert``."""
 
-from compress.arch.base import Adapter
+from presso.compress.arch.base import Adapter
 
 BERT = Adapter(family="bert", model_types=("bert",))
 ROBERTA = Adapter(family="roberta", model_types=("roberta", "xlm-roberta", "camembert"), positions_after_padding=True)

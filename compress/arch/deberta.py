@@ -2,7 +2,7 @@
 implement ``prune_heads`` for it (``NotImplementedError``) and its forward takes no ``head_mask``,
 and ONNX Runtime's optimizer has no fusion for its disentangled attention."""
 
-from compress.arch.base import Adapter
+from presso.compress.arch.base import Adapter
 
 DEBERTA_V2 = Adapter(
     family="deberta-v2", model_types=("deberta-v2",), fusion=None,

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from compress.arch.base import Adapter
+from presso.compress.arch.base import Adapter
 
 
 class DistilBertAdapter(Adapter):

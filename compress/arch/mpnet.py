@@ -2,7 +2,7 @@
 relative position bias shared by all layers and sized by the original head count, which
 ``prune_heads`` does not shrink: a pruned model fails at its first forward pass."""
 
-from compress.arch.base import Adapter
+from presso.compress.arch.base import Adapter
 
 
 class MpnetAdapter(Adapter):

@@ -1,4 +1,4 @@
-"""The architecture support matrix: every adapter family (:mod:`compress.arch`) through the
+"""The architecture support matrix: every adapter family (:mod:`presso.compress.arch`) through the
 compression stages on a tiny random model built from its transformers config (no downloads).
 
 Each stage's cell is ``"ok"``, ``"skipped: <why>"`` (the adapter says the stage does not apply)
@@ -25,7 +25,7 @@ _SHAPE = dict(vocab_size=120, hidden_size=32, num_hidden_layers=3, num_attention
 
 
 def tiny_config(family: str):
-    """A 3-layer, 4-head, hidden-32 config of ``family`` (a :data:`compress.arch.ADAPTERS` family)."""
+    """A 3-layer, 4-head, hidden-32 config of ``family`` (a :data:`presso.compress.arch.ADAPTERS` family)."""
     import transformers as t
 
     return {
@@ -58,12 +58,12 @@ def probe(family: str, task: str, work: Path, seed: int = 0) -> dict:
     import torch
     import transformers
 
-    from compress.arch import adapter_for
-    from compress.export import check_parity, export_onnx
-    from compress.prune import prune_model
-    from compress.quantize import HEAD_NODES, optimize_graph, quantize_dynamic, quantize_static
-    from compress.train import as_numpy_logits
-    from service.runtime import OnnxModel
+    from presso.compress.arch import adapter_for
+    from presso.compress.export import check_parity, export_onnx
+    from presso.compress.prune import prune_model
+    from presso.compress.quantize import HEAD_NODES, optimize_graph, quantize_dynamic, quantize_static
+    from presso.compress.train import as_numpy_logits
+    from presso.core.runtime import OnnxModel
 
     torch.manual_seed(seed)
     config = tiny_config(family)
@@ -144,7 +144,8 @@ def _serve(tmp: Path, onnx_path: Path, task: str, config) -> str:
 
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
-    from service.registry import TOKEN_CLASSIFICATION, LoadedModel
+    from presso.core.manifest import Manifest, Task, file_checksums
+    from presso.service.registry import LoadedModel
 
     if not onnx_path.is_file():
         return "failed: no INT8 graph to serve"
@@ -158,10 +159,9 @@ def _serve(tmp: Path, onnx_path: Path, task: str, config) -> str:
     tok.save(str(d / "tokenizer.json"))
     (d / "model.onnx").write_bytes(onnx_path.read_bytes())
     labels = ["O", "B-X", "I-X", "B-Y", "I-Y"] if task == "ner" else [f"class{i}" for i in range(5)]
-    manifest = {"name": "probe", "task": "token-classification" if task == "ner" else "sequence-classification",
-                "labels": labels, "max_seq_len": 64, "model_file": "model.onnx",
-                "model_sha256": hashlib.sha256((d / "model.onnx").read_bytes()).hexdigest()}
-    (d / "manifest.json").write_text(json.dumps(manifest))
+    Manifest(name="probe", task=Task.from_short(task), labels=labels, max_seq_len=64, model_file="model.onnx",
+             model_sha256=hashlib.sha256((d / "model.onnx").read_bytes()).hexdigest(),
+             files=file_checksums(d)).write(d)
     try:
         model = LoadedModel(d, ["CPUExecutionProvider"], 1)
         sequences = model.tokenize(SERVE_TEXTS)
@@ -170,7 +170,7 @@ def _serve(tmp: Path, onnx_path: Path, task: str, config) -> str:
         for text, windows in zip(SERVE_TEXTS, sequences):
             answer = model.assemble(text, partials[at:at + len(windows)])
             at += len(windows)
-            if model.task == TOKEN_CLASSIFICATION:
+            if model.task == Task.TOKEN_CLASSIFICATION:
                 if any(text[e["start"]:e["end"]] != e["text"] for e in answer["entities"]):
                     return "failed: entity offsets do not cut the text"
             elif answer["label"] not in labels:

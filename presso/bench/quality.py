@@ -12,6 +12,8 @@ import json
 import time
 from pathlib import Path
 
+from presso.core.manifest import load_manifest
+
 STAGES = ("fp32", "pruned_fp32", "pruned_onnx_fp32", "int8")
 TYPES = ("PER", "LOC", "ORG", "MISC")
 
@@ -47,7 +49,7 @@ def run(manifests: dict[str, Path], http_evals: dict[str, Path], out_dir: Path) 
     output of that build's shipped model."""
     rows = []
     for build, path in manifests.items():
-        rows += rows_from_manifest(build, json.loads(Path(path).read_text()))
+        rows += rows_from_manifest(build, load_manifest(Path(path)).to_json())
     http = []
     for build, path in http_evals.items():
         result = json.loads(Path(path).read_text())

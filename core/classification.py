@@ -6,7 +6,7 @@ from typing import Sequence
 
 import numpy as np
 
-from service.ner import softmax
+from presso.core.spans import softmax
 
 
 def classify_logits(logits: np.ndarray, labels: Sequence[str]) -> dict:

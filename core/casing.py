@@ -5,7 +5,7 @@ strongest surface cue for English named entities, never reaches the model. Press
 model one casing class per sub-token, computed from the original characters the sub-token covers,
 through the ``token_type_ids`` input the exported graph already has (the type-embedding table is
 widened to :data:`CASING_CLASSES` rows, the new rows initialised from the existing type
-embedding; see ``compress.train.enable_casing``). The same function serves training, evaluation
+embedding; see ``presso.compress.train.enable_casing``). The same function serves training, evaluation
 and serving, so the three cannot drift apart. Classic NER systems feed the same signal as a
 feature (e.g. the word-shape / casing embedding of Lample et al. 2016 and Reimers & Gurevych 2017).
 """

@@ -1,0 +1,58 @@
+"""Sequence classification: one sequence per text (truncated, or refused when the deployment
+says so), softmax over the labels."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from presso.core.classification import classify_logits
+from presso.core.encoding import Encoded, TextEncoder
+from presso.core.manifest import Task
+from presso.service.errors import LongerThanModel
+from presso.service.tasks.base import TaskPlugin
+
+
+class ClassifyResult(BaseModel):
+    label: str
+    score: float
+    scores: dict[str, float]
+    truncated: bool = Field(description="the text was truncated to the model's max_seq_len tokens (the service "
+                                        "answers 422 instead when PRESSO_CLASSIFY_LONG_TEXT=reject)")
+
+
+class ClassifyResponse(ClassifyResult):
+    model: str
+
+
+class ClassifyBatchResponse(BaseModel):
+    model: str
+    results: list[ClassifyResult]
+
+
+class SequenceClassification(TaskPlugin):
+    task = Task.SEQUENCE_CLASSIFICATION
+    route = "/classify"
+    summary = "Label and per-label probabilities"
+    result_model = ClassifyResult
+    response_model = ClassifyResponse | ClassifyBatchResponse
+
+    def split(self, encoder: TextEncoder, texts: Sequence[str]) -> list[list[Encoded]]:
+        return [[e] for e in encoder.encode(texts)]
+
+    def check(self, sequences: list[list[Encoded]], settings, max_seq_len: int) -> None:
+        """Raises: LongerThanModel: a truncated text when ``settings.classify_long_text == "reject"``."""
+        if settings.classify_long_text != "reject":
+            return
+        for i, (encoded,) in enumerate(sequences):
+            if encoded.truncated:
+                raise LongerThanModel(f"text is longer than the model's {max_seq_len} tokens and this service "
+                                      "refuses to truncate", f"texts.{i}")
+
+    def decode(self, logits: np.ndarray, encoded: Encoded, labels: Sequence[str]) -> dict:
+        return {**classify_logits(logits, labels), "truncated": encoded.truncated}
+
+    def assemble(self, text: str, partials: list, labels: Sequence[str], constrained: bool) -> dict:
+        return partials[0]

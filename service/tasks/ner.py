@@ -1,0 +1,55 @@
+"""Token classification (NER): long texts run as overlapping windows, words are decoded jointly
+with IOB2 constraints, entity spans carry exact character offsets into the input."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from presso.core.encoding import Encoded, TextEncoder
+from presso.core.manifest import Task
+from presso.core.spans import WindowWord, group_entities, merge_windows, window_words
+from presso.service.tasks.base import TaskPlugin
+
+
+class Entity(BaseModel):
+    label: str = Field(description="entity type without the B-/I- prefix, e.g. PER")
+    text: str = Field(description="exactly input[start:end]")
+    start: int = Field(description="code-point offset of the first character")
+    end: int = Field(description="code-point offset after the last character (exclusive)")
+    score: float = Field(description="mean probability of the entity's word labels")
+
+
+class NerResult(BaseModel):
+    entities: list[Entity]
+    windows: int = Field(description="sequences the text ran as: 1, or overlapping windows when it is longer "
+                                     "than the model's max_seq_len tokens (entities merged, none missing)")
+
+
+class NerResponse(NerResult):
+    model: str
+
+
+class NerBatchResponse(BaseModel):
+    model: str
+    results: list[NerResult]
+
+
+class TokenClassification(TaskPlugin):
+    task = Task.TOKEN_CLASSIFICATION
+    route = "/ner"
+    summary = "Named entities with character offsets"
+    result_model = NerResult
+    response_model = NerResponse | NerBatchResponse
+
+    def split(self, encoder: TextEncoder, texts: Sequence[str]) -> list[list[Encoded]]:
+        return encoder.encode_windows(texts)
+
+    def decode(self, logits: np.ndarray, encoded: Encoded, labels: Sequence[str]) -> list[WindowWord]:
+        return window_words(logits, encoded.word_ids, encoded.offsets, labels)
+
+    def assemble(self, text: str, partials: list, labels: Sequence[str], constrained: bool) -> dict:
+        spans = group_entities(merge_windows(partials, labels if constrained else None), text)
+        return {"entities": [s.as_dict() for s in spans], "windows": len(partials)}
