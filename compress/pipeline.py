@@ -28,7 +28,7 @@ from presso.compress.gate import AccuracyGateError, check_gate
 from presso.compress.quantize import optimize_graph
 from presso.compress.train import as_numpy_logits, collator, enable_casing, features, fine_tune, load_model, uses_casing
 from presso.core.casing import CASING_CLASSES
-from presso.core.manifest import VITERBI
+from presso.core.manifest import VITERBI, Task
 
 log = logging.getLogger(__name__)
 PARITY_ATOL = 1e-4
@@ -285,7 +285,7 @@ class Build:
         final, first, metric = by_stage["int8"], by_stage["fp32"], self.metric
         return {
             "name": self.name,
-            "task": "token-classification" if self.task == "ner" else "sequence-classification",
+            "task": Task.from_short(self.task).value,
             "labels": self.splits.labels,
             "label_scheme": "IOB2" if self.task == "ner" else "single-label",
             "max_seq_len": self.profile.max_seq_len,

@@ -23,7 +23,8 @@ def test_family_goes_through_every_stage_or_says_why_not(family, task, tmp_path)
     assert not [s for s, c in stages.items() if c.startswith("failed")], stages
     assert stages["head_prune"].startswith("skipped") == (family in NO_HEAD_PRUNING)
     assert stages["fusion"].startswith("skipped") == (family in NO_FUSION)
-    for stage in ("ffn_prune", "layer_drop", "reload", "export", "static_int8", "dynamic_int8", "serve"):
+    for stage in ("fine_tune", "ffn_prune", "layer_drop", "reload", "export", "static_int8", "dynamic_int8",
+                  "serve"):
         assert stages[stage] == "ok", (stage, stages[stage])
     # every node pattern the INT8 candidates use matches the exported graph (no stale regex)
     assert all(n > 0 for n in result["details"]["onnx_nodes_matched"].values()), result["details"]

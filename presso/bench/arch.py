@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-STAGES = ("head_prune", "ffn_prune", "layer_drop", "reload", "export", "fusion", "static_int8", "dynamic_int8",
+STAGES = ("fine_tune", "head_prune", "ffn_prune", "layer_drop", "reload", "export", "fusion", "static_int8", "dynamic_int8",
           "serve")
 SERVE_TEXTS = ["w5 w6 w7", "w8, w9 (w10) 🙂 w11", ""]
 TASKS = ("ner", "classify")
@@ -80,6 +80,7 @@ def probe(family: str, task: str, work: Path, seed: int = 0) -> dict:
     stages: dict[str, str] = {}
     details: dict = {"adapter": adapter.describe()}
     result = {"family": family, "model_type": config.model_type, "task": task, "stages": stages, "details": details}
+    stages["fine_tune"] = _train_steps(model, batch)
     try:
         record = prune_model(model, [batch] * 3, head_ratio=0.25, ffn_ratio=0.5, n_layers=1)
     except Exception as exc:  # a stage failure is a matrix cell, not a crash
@@ -135,6 +136,31 @@ def probe(family: str, task: str, work: Path, seed: int = 0) -> dict:
                 stages[stage] = _fail(exc)
         stages["serve"] = _serve(tmp, tmp / "static_int8.onnx", task, config)
     return result
+
+
+def _train_steps(model, batch: dict, steps: int = 8) -> str:
+    """A few AdamW steps on the model's own task loss (what the pipeline's Trainer does per step):
+    ``"ok"`` when the loss is finite and falls on the repeated batch."""
+    import math
+
+    import torch
+
+    try:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        model.train()
+        losses = []
+        for _ in range(steps):
+            loss = model(**batch).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            losses.append(float(loss))
+        model.eval()
+        if not all(math.isfinite(x) for x in losses) or losses[-1] >= losses[0]:
+            return f"failed: loss {losses[0]:.3g} -> {losses[-1]:.3g} in {steps} steps"
+        return "ok"
+    except Exception as exc:  # a stage failure is a matrix cell, not a crash
+        return _fail(exc)
 
 
 def _serve(tmp: Path, onnx_path: Path, task: str, config) -> str:
