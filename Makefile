@@ -6,7 +6,7 @@ PRESSO := $(VENV)/bin/presso
 PROFILE ?= default
 EXTRAS ?= cpu,compress,bench,test
 
-.PHONY: run install models serve test test-fast test-container autoscale bench-serve bench-model soak clean
+.PHONY: run install models serve test test-fast test-container autoscale bench-serve bench-model soak clean arch-matrix
 
 # A build refused by the accuracy gate does not stop the others: whatever passed is served, and
 # the recipe ends with the refused build's status (3) once the server is stopped (make then reports
@@ -71,3 +71,10 @@ bench-model: install
 
 clean:
 	rm -rf $(VENV) models
+
+# Architecture support matrix: the test run writes one result per (family, task); the command renders
+# reports/arch-support.{json,md} from them (the README's table is that markdown).
+arch-matrix: install
+	rm -rf build/arch-results
+	PRESSO_ARCH_RESULTS=build/arch-results $(PY) -m pytest -q tests/test_arch.py
+	$(PRESSO) bench arch --from-results build/arch-results

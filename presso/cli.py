@@ -303,13 +303,22 @@ def bench_ner_quality(
 
 
 @bench.command("arch")
-def bench_arch(out_dir: Path = typer.Option(Path("reports"), help="where arch-support.json and .md go")) -> None:
-    """Support matrix: a tiny random model of every architecture family through pruning, export,
-    fusion and INT8 (no downloads; a minute or two)."""
+def bench_arch(
+    out_dir: Path = typer.Option(Path("reports"), help="where arch-support.json and .md go"),
+    from_results: Optional[Path] = typer.Option(None, help="render the results a test run saved "
+                                                "(PRESSO_ARCH_RESULTS=DIR pytest tests/test_arch.py) instead of "
+                                                "probing now"),
+) -> None:
+    """Support matrix: a tiny random model of every architecture family through fine-tuning steps,
+    pruning, export, fusion, INT8 and serving (no downloads; a few minutes)."""
     _logging("WARNING")
     from presso.bench.arch import run as run_arch
 
-    report = run_arch(out_dir)
+    try:
+        report = run_arch(out_dir, results_dir=from_results)
+    except FileNotFoundError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     failed = [(r["family"], r["task"], s) for r in report["results"] for s, c in r["stages"].items()
               if c.startswith("failed")]
     typer.echo((out_dir / "arch-support.md").read_text())

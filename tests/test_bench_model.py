@@ -76,8 +76,8 @@ def test_scale_section_prunes_quantizes_and_times_each_shape(tmp_path, monkeypat
     out = scale.run_scale(runs=2)
     bert, deberta = out["models"]["bert-base"], out["models"]["deberta-v3-small"]
     for m in (bert, deberta):
-        assert set(m["variants"]) == {"pytorch_fp32", "onnx_pruned_fp32", "pruned_int8_static_ffn_fp32",
-                                      "pruned_int8_dynamic_per_channel"}
+        assert set(m["variants"]) == {"pytorch_fp32", "onnx_pruned_fp32", "pruned_int8_static",
+                                      "pruned_int8_static_ffn_fp32", "pruned_int8_dynamic_per_channel"}
         assert m["pruning"]["intermediate_size"]["after"] < m["pruning"]["intermediate_size"]["before"]
         assert m["pruning"]["parameters_after"] < m["config"]["parameters"]
         assert all(v > 0 for v in m["speedup_vs_torch_fp32_8x128"].values())

@@ -236,12 +236,41 @@ def render(results: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(out_dir: Path, families: tuple[str, ...] = FAMILIES) -> dict:
-    """Probe every family for both tasks; write ``arch-support.json`` and ``arch-support.md``."""
+RESULTS_ENV = "PRESSO_ARCH_RESULTS"  # where tests/test_arch.py writes one JSON per (family, task)
+
+
+def save_result(result: dict, results_dir: Path) -> Path:
+    """Write one probe result as ``<family>-<task>.json`` (what the test run leaves for the matrix)."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    path = results_dir / f"{result['family']}-{result['task']}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    return path
+
+
+def load_results(results_dir: Path) -> list[dict]:
+    """Every saved probe result, in :data:`FAMILIES` x :data:`TASKS` order.
+
+    Raises:
+        FileNotFoundError: a (family, task) pair has no result (the test run did not cover it).
+    """
+    missing = [f"{f}-{t}" for f in FAMILIES for t in TASKS if not (results_dir / f"{f}-{t}.json").is_file()]
+    if missing:
+        raise FileNotFoundError(f"{results_dir}: no probe results for {missing} (run pytest tests/test_arch.py "
+                                f"with {RESULTS_ENV}={results_dir})")
+    return [json.loads((results_dir / f"{f}-{t}.json").read_text()) for f in FAMILIES for t in TASKS]
+
+
+def run(out_dir: Path, families: tuple[str, ...] = FAMILIES, results_dir: Path | None = None) -> dict:
+    """Write ``arch-support.json`` and ``arch-support.md``: rendered from the results a test run
+    saved in ``results_dir``, or (None) by probing every family for both tasks now."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as work:
-        results = [probe(f, task, Path(work)) for f in families for task in TASKS]
-    report = {"what": "tiny random model of each family through the compression stages (presso bench arch)",
+    if results_dir is not None:
+        results, source = load_results(results_dir), f"the results tests/test_arch.py wrote ({RESULTS_ENV})"
+    else:
+        with tempfile.TemporaryDirectory() as work:
+            results = [probe(f, task, Path(work)) for f in families for task in TASKS]
+        source = "presso bench arch (probed now)"
+    report = {"what": "tiny random model of each family through the compression stages", "source": source,
               "stages": list(STAGES), "results": results}
     (out_dir / "arch-support.json").write_text(json.dumps(report, indent=2) + "\n")
     (out_dir / "arch-support.md").write_text(render(results))
