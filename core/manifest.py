@@ -16,7 +16,7 @@ import enum
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator, model_validator
 
@@ -94,7 +94,7 @@ class Manifest(BaseModel):
     inputs: list[str] | None = None  # ONNX graph inputs, e.g. ["input_ids", "attention_mask", "token_type_ids"]
     seed: int | None = None
     casing: Casing = Casing()
-    decoding: str | None = None  # token classification: VITERBI or ARGMAX (older manifests: none = VITERBI)
+    decoding: Literal["iob2_viterbi", "argmax"] | None = None  # token classification (older manifests: none = Viterbi)
     architecture: dict[str, Any] | None = None
     base_model: dict[str, Any] | None = None
     dataset: dict[str, Any] | None = None
@@ -142,6 +142,12 @@ class Manifest(BaseModel):
 
     @model_validator(mode="after")
     def _files_are_names(self) -> "Manifest":
+        if self.manifest_version >= 2 and not self.files:
+            raise ValueError("files: version 2 manifests list the sha256 of every artifact file")
+        if self.task == Task.TOKEN_CLASSIFICATION:
+            bad = [label for label in self.labels if label != "O" and label[:2] not in ("B-", "I-")]
+            if bad:
+                raise ValueError(f"labels: token classification labels are IOB2 tags (O, B-X, I-X), not {bad[:5]}")
         for name in self.files or {}:
             if Path(name).name != name or name == MANIFEST_FILE:
                 raise ValueError(f"files: {name!r} is not a file name of the artifact")

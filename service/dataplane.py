@@ -183,7 +183,7 @@ class DataPlane:
             Any :mod:`presso.service.errors` error (never a batcher's or ONNX Runtime's own).
         """
         timeout_ms = timeout_ms or self.settings.request_timeout_ms
-        deadline = (arrived_at or time.monotonic()) + timeout_ms / 1000.0
+        deadline = (time.monotonic() if arrived_at is None else arrived_at) + timeout_ms / 1000.0
         for _attempt in range(RELOAD_ATTEMPTS):
             loaded = self.pick(task, model)
             batcher = self.batchers[loaded.name]  # the pair is swapped together on reload

@@ -41,7 +41,8 @@ class PathUnknownModel(UnknownModel):
 
 
 class NoModelForTask(ServiceError):
-    kind = "model_required"
+    """No loaded model serves the endpoint's task."""
+    kind = "no_model_for_task"
 
 
 class ModelRequired(ServiceError):

@@ -183,6 +183,6 @@ def load_models(models_dir: Path, providers: list[str], intra_op_threads: int,
         if model.name in models:
             raise ArtifactError(f"two artifacts are named {model.name!r}: {models[model.name].path} and {d}")
         models[model.name] = model
-        log.info("loaded %s (%s, %d labels) from %s on %s", model.name, model.task, len(model.labels), d,
+        log.info("loaded %s (%s, %d labels) from %s on %s", model.name, model.task.value, len(model.labels), d,
                  model.onnx.providers)
     return models

@@ -28,7 +28,11 @@ def _drained(signum, _frame) -> None:
 
 def run(settings: Settings) -> None:
     """Serve until SIGTERM/SIGINT, drain, return (uvicorn re-raises the signal after shutdown; the
-    handler installed here turns that into a normal return, so a drained shutdown exits 0)."""
+    handler installed here turns that into a normal return, so a drained shutdown exits 0).
+
+    Raises:
+        ArtifactError: a model cannot be served (bad files, fails to run, reference outputs differ).
+    """
     configure_logging(settings.log_level, settings.log_format)
     for name in unknown_variables(dict(os.environ)):
         log.warning("%s is not a Presso setting and is ignored (see README, Configuration)", name)
@@ -37,8 +41,12 @@ def run(settings: Settings) -> None:
 
         return run_workers(settings)
     from presso.service.api import create_app
+    from presso.service.dataplane import model_options
+    from presso.service.registry import load_models
 
-    app = create_app(settings)
+    # Loaded before uvicorn starts (it would not accept connections before startup anyway), so a
+    # model that cannot be served is an ArtifactError for the caller, not a traceback in a log line.
+    app = create_app(settings, load_models(settings.models_dir, **model_options(settings)))
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
                             timeout_graceful_shutdown=settings.shutdown_grace_s, access_log=False, log_config=None,
                             http=protocol_class(settings.max_header_bytes, settings.header_read_timeout_s))

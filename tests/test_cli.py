@@ -126,3 +126,16 @@ def test_report_of_an_empty_directory_is_a_one_line_error(tmp_path):
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [
         f"error: no model artifacts in {tmp_path} (no */manifest.json); build one first: presso build ner"]
+
+
+def test_serve_with_a_broken_artifact_is_one_line(fake_models_dir, tmp_path):
+    import json
+    import shutil
+
+    shutil.copytree(fake_models_dir / "fake-ner", tmp_path / "fake-ner")
+    path = tmp_path / "fake-ner" / "manifest.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "manifest_version": 3}))
+    result = runner.invoke(app, ["serve", "--models-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    (line,) = result.output.strip().splitlines()
+    assert "fake-ner/manifest.json" in line and "manifest_version 3 is not supported" in line

@@ -4,6 +4,7 @@ protocol can sit on it unchanged."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -48,7 +49,7 @@ def test_results_in_input_order_and_domain_errors(fake_models_dir):
                 await plane.infer(Task.TOKEN_CLASSIFICATION, ["ok", "\ud800"])
             assert bad.value.field == "texts.1"
             with pytest.raises(errors.Expired):
-                await plane.infer(Task.TOKEN_CLASSIFICATION, ["x"], timeout_ms=1, arrived_at=0.0)
+                await plane.infer(Task.TOKEN_CLASSIFICATION, ["x"], timeout_ms=1, arrived_at=time.monotonic() - 1.0)
             with pytest.raises(errors.PathUnknownModel) as reload_unknown:
                 await plane.reload("nope")
             assert reload_unknown.value.location == "path"

@@ -157,3 +157,22 @@ def test_an_unknown_manifest_version_is_refused_clearly(fake_models_dir, tmp_pat
     path.write_text(json.dumps({**manifest, "manifest_version": 3}))
     with pytest.raises(ArtifactError, match=r"manifest_version 3 is not supported by this Presso \(it reads \[1, 2\]\)"):
         read_manifest(tmp_path / "fake-ner")
+
+
+def test_the_manifest_contract_refuses_what_would_serve_wrong_answers(fake_models_dir, tmp_path):
+    """A version-2 manifest without checksums, NER labels that are not IOB2 tags and an unknown
+    decoding are refused at load, naming the field (they used to load and answer quietly)."""
+    shutil.copytree(fake_models_dir / "fake-ner", tmp_path / "fake-ner")
+    path = tmp_path / "fake-ner" / "manifest.json"
+    good = json.loads(path.read_text())
+    assert good["manifest_version"] == 2 and "tokenizer.json" in good["files"]
+    for change, message in (({"files": None}, "files: version 2 manifests list the sha256"),
+                            ({"labels": ["a", "b", "c"]}, "labels: token classification labels are IOB2"),
+                            ({"decoding": "beam"}, "decoding")):
+        path.write_text(json.dumps({**good, **change}))
+        with pytest.raises(ArtifactError, match=message):
+            read_manifest(tmp_path / "fake-ner")
+    path.write_text(json.dumps(good))
+    (tmp_path / "fake-ner" / "tokenizer.json").write_text((tmp_path / "fake-ner" / "tokenizer.json").read_text() + " ")
+    with pytest.raises(ArtifactError, match="sha256 of tokenizer.json does not match"):
+        read_manifest(tmp_path / "fake-ner")
