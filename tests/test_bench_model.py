@@ -80,6 +80,7 @@ def test_scale_section_prunes_quantizes_and_times_each_shape(tmp_path, monkeypat
                                       "pruned_int8_static_ffn_fp32", "pruned_int8_dynamic_per_channel"}
         assert m["pruning"]["intermediate_size"]["after"] < m["pruning"]["intermediate_size"]["before"]
         assert m["pruning"]["parameters_after"] < m["config"]["parameters"]
+        assert m["config"]["layers"] == 3 and m["config"]["ffn"] == 64  # the shape before pruning
         assert all(v > 0 for v in m["speedup_vs_torch_fp32_8x128"].values())
     assert bert["pruning"]["heads_skipped_because"] is None
     assert deberta["pruning"]["heads_skipped_because"]  # DeBERTa-v2 cannot prune heads: recorded, not a crash

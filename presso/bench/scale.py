@@ -86,6 +86,9 @@ def measure_scale_model(name: str, runs: int, work: Path, rounds: int = 5) -> di
     adapter = adapter_for(model)
     baseline = copy.deepcopy(model).eval()
     params_before = sum(p.numel() for p in model.parameters())
+    shape = {"model_type": config.model_type, "layers": config.num_hidden_layers, "hidden": config.hidden_size,
+             "heads": config.num_attention_heads, "ffn": config.intermediate_size, "vocab": config.vocab_size,
+             "parameters": params_before}  # before pruning changes the config in place
     t0 = time.perf_counter()
     record = prune_model(model, _batches(4, 8, 128, config.vocab_size, 0), profile.prune_heads_ratio,
                          profile.prune_ffn_ratio, profile.prune_layers)
@@ -112,9 +115,7 @@ def measure_scale_model(name: str, runs: int, work: Path, rounds: int = 5) -> di
         speedups[variant] = paired_speedup(torch_run, run, runs, rounds=rounds)
         log.info("scale %s %s: %.1f ms at 8x128, %.2fx PyTorch fp32", name, variant,
                  variants[variant]["p50_ms_8x128"], speedups[variant]["median"])
-    return {"config": {"model_type": config.model_type, "layers": config.num_hidden_layers,
-                       "hidden": config.hidden_size, "heads": config.num_attention_heads,
-                       "ffn": config.intermediate_size, "vocab": config.vocab_size, "parameters": params_before},
+    return {"config": shape,
             "pruning": {"profile": profile.name, "head_ratio": profile.prune_heads_ratio,
                         "ffn_ratio": profile.prune_ffn_ratio, "layers_dropped": record["layers_dropped"],
                         "heads_skipped_because": record["heads_skipped_because"],
@@ -131,8 +132,14 @@ def _latency(record: dict) -> dict:
 
 def run_scale(runs: int = 10, models: tuple[str, ...] = SCALE_MODELS) -> dict:
     """Every :data:`SCALE_MODELS` shape; the ``scale`` section of ``model-bench.json``."""
+    import os
+    import platform
+
+    from presso.compress.quantize import choose_preset
+
     out = {"what": "random-weight full-size shapes; default-profile pruning, then INT8; speed only, at 8 x 128",
-           "runs_per_measurement": runs, "models": {}}
+           "runs_per_measurement": runs, "setup": {"cores": os.cpu_count(), "machine": platform.machine(),
+                                                   "int8_preset": choose_preset()}, "models": {}}
     with tempfile.TemporaryDirectory(prefix="presso-scale-") as tmp:
         for name in models:
             out["models"][name] = measure_scale_model(name, runs, Path(tmp))
