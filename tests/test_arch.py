@@ -11,8 +11,8 @@ import pytest
 pytest.importorskip("torch")
 
 from presso.compress.arch import SUPPORTED_MODEL_TYPES, UnsupportedArchitecture, adapter_for  # noqa: E402
-from presso.bench.arch import (FAMILIES, RESULTS_ENV, STAGES, TASKS, probe, render, run,  # noqa: E402
-                               save_result, tiny_config)
+from presso.bench.arch import (FAMILIES, RESULTS_ENV, SERVE_TEXTS, STAGES, TASKS, probe, render,  # noqa: E402
+                               run, save_result, tiny_config)
 
 NO_HEAD_PRUNING = {"albert", "deberta-v2", "mpnet"}
 NO_FUSION = {"albert", "deberta-v2", "mpnet"}
@@ -22,7 +22,9 @@ NO_FUSION = {"albert", "deberta-v2", "mpnet"}
 def test_family_goes_through_every_stage_or_says_why_not(family, task, tmp_path):
     """Writes each result where ``$PRESSO_ARCH_RESULTS`` says: ``presso bench arch --from-results``
     renders the README's matrix from them."""
-    result = probe(family, task, tmp_path)
+    result = probe(family, task, tmp_path, artifact_out=tmp_path / "served" / "probe")
+    if result["stages"]["serve"] == "ok":  # the matrix's serve cell is checked over real HTTP too
+        result["stages"]["serve"] = served_over_http(tmp_path / "served", task)
     if os.environ.get(RESULTS_ENV):
         save_result(result, Path(os.environ[RESULTS_ENV]))
     stages = result["stages"]
@@ -36,6 +38,29 @@ def test_family_goes_through_every_stage_or_says_why_not(family, task, tmp_path)
     assert all(n > 0 for n in result["details"]["onnx_nodes_matched"].values()), result["details"]
     assert ("token_type_ids" in result["inputs"]) == (family in {"bert", "electra", "albert"})
     assert "failed" not in render([result])
+
+
+def served_over_http(models_dir: Path, task: str) -> str:
+    """``"ok"`` when the real service on 127.0.0.1 answers the task's route for every text with
+    exact entity offsets (``/ner``) or a known label (``/classify``), else ``"failed: ..."``."""
+    import httpx
+
+    from presso.service.api import create_app
+    from tests.conftest import LiveServer, make_settings
+
+    texts = SERVE_TEXTS + ["w5 Zürich w6 東京 w7 שלום"]
+    with LiveServer(create_app(make_settings(models_dir))) as server, \
+            httpx.Client(base_url=server.url, timeout=30) as client:
+        response = client.post("/ner" if task == "ner" else "/classify", json={"texts": texts})
+        if response.status_code != 200:
+            return f"failed: over HTTP {response.status_code} {response.text[:200]}"
+        labels = client.get("/models").json()["models"][0]["manifest"]["labels"]
+        for text, result in zip(texts, response.json()["results"]):
+            if task == "ner" and any(text[e["start"]:e["end"]] != e["text"] for e in result["entities"]):
+                return "failed: over HTTP, entity offsets do not cut the text"
+            if task == "classify" and result["label"] not in labels:
+                return "failed: over HTTP, unknown label"
+    return "ok"
 
 
 def test_unknown_architecture_is_refused_naming_the_supported_ones():

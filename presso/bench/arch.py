@@ -49,8 +49,9 @@ def _fail(exc: BaseException) -> str:
     return f"failed: {type(exc).__name__}: {exc}"[:300]
 
 
-def probe(family: str, task: str, work: Path, seed: int = 0) -> dict:
+def probe(family: str, task: str, work: Path, seed: int = 0, artifact_out: Path | None = None) -> dict:
     """Run one family's tiny random model through pruning, reload, export, fusion and INT8.
+    ``artifact_out``: also keep the served artifact there (the test serves it over HTTP).
 
     Returns:
         ``{"family", "model_type", "task", "inputs", "stages": {stage: cell}, "details"}``.
@@ -134,7 +135,7 @@ def probe(family: str, task: str, work: Path, seed: int = 0) -> dict:
                 stages[stage] = "ok"
             except Exception as exc:
                 stages[stage] = _fail(exc)
-        stages["serve"] = _serve(tmp, tmp / "static_int8.onnx", task, config)
+        stages["serve"] = _serve(tmp, tmp / "static_int8.onnx", task, config, artifact_out)
     return result
 
 
@@ -163,7 +164,7 @@ def _train_steps(model, batch: dict, steps: int = 8) -> str:
         return _fail(exc)
 
 
-def _serve(tmp: Path, onnx_path: Path, task: str, config) -> str:
+def _serve(tmp: Path, onnx_path: Path, task: str, config, artifact_out: Path | None = None) -> str:
     """Install the static INT8 graph as an artifact and answer texts through the service's own
     registry (tokenize, batch, logits, post-processing), checking entity offsets."""
     import hashlib
@@ -188,6 +189,10 @@ def _serve(tmp: Path, onnx_path: Path, task: str, config) -> str:
     Manifest(name="probe", task=Task.from_short(task), labels=labels, max_seq_len=64, model_file="model.onnx",
              model_sha256=hashlib.sha256((d / "model.onnx").read_bytes()).hexdigest(),
              files=file_checksums(d)).write(d)
+    if artifact_out is not None:
+        import shutil
+
+        shutil.copytree(d, artifact_out)
     try:
         model = LoadedModel(d, ["CPUExecutionProvider"], 1)
         sequences = model.tokenize(SERVE_TEXTS)
