@@ -163,17 +163,11 @@ def serve(
         typer.echo(f"error: no models to serve in {settings.models_dir} (no */manifest.json); build one first: "
                    f"presso build ner (or sentiment, or --task with your data)", err=True)
         raise typer.Exit(2)
-    from presso.core.manifest import ArtifactError, artifact_dirs, read_artifact
+    from presso.core.manifest import ArtifactError
 
-    try:  # manifests and checksums before the server starts: a broken artifact is one line, not a traceback
-        for folder in artifact_dirs(settings.models_dir):
-            read_artifact(folder)
-    except ArtifactError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
     try:
         run(settings)
-    except ArtifactError as exc:  # e.g. the graph fails to load or its reference outputs differ here
+    except ArtifactError as exc:  # a broken artifact, a graph that fails to load, reference outputs that differ
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
 

@@ -31,14 +31,18 @@ def run(settings: Settings) -> None:
     handler installed here turns that into a normal return, so a drained shutdown exits 0).
 
     Raises:
-        ArtifactError: a model cannot be served (bad files, fails to run, reference outputs differ).
+        ArtifactError: a model cannot be served (bad files, fails to run, reference outputs differ;
+            with several workers only the manifests and checksums are checked here, before forking).
     """
     configure_logging(settings.log_level, settings.log_format)
     for name in unknown_variables(dict(os.environ)):
         log.warning("%s is not a Presso setting and is ignored (see README, Configuration)", name)
     if settings.workers > 1:  # before anything imports prometheus_client (it picks its mode at import)
+        from presso.core.manifest import artifact_dirs, read_artifact
         from presso.service.multiprocess import run as run_workers
 
+        for folder in artifact_dirs(settings.models_dir):  # manifests and checksums before forking workers
+            read_artifact(folder)
         return run_workers(settings)
     from presso.service.api import create_app
     from presso.service.dataplane import model_options
