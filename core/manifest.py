@@ -166,11 +166,15 @@ class Manifest(BaseModel):
         return self.model_dump(mode="json", exclude_none=True)
 
     def write(self, artifact_dir: Path) -> None:
-        """Write ``manifest.json`` atomically (a temporary file, then a rename)."""
-        path = Path(artifact_dir) / MANIFEST_FILE
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=2, ensure_ascii=False) + "\n")
-        tmp.replace(path)
+        """Write ``manifest.json`` atomically (:func:`write_json`)."""
+        write_json(Path(artifact_dir) / MANIFEST_FILE, self.to_json())
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write ``data`` as indented UTF-8 JSON atomically: a temporary file, then a rename."""
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    tmp.replace(path)
 
 
 def sha256_file(path: Path) -> str:

@@ -8,7 +8,6 @@ metrics. Every error is a JSON :class:`presso.service.schemas.ErrorBody` with a 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from contextlib import asynccontextmanager
 
