@@ -12,6 +12,8 @@ that does not continue an ``X`` entity (possible only with ``constrained=False``
 
 from __future__ import annotations
 
+import functools
+
 import unicodedata
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -115,7 +117,12 @@ def window_words(
 def allowed_transitions(labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """IOB2 constraints as ``(start [num_labels], transition [num_labels, num_labels])`` booleans:
     ``I-X`` may not start a text, and may follow only ``B-X`` or ``I-X``. Labels without a
-    ``B-``/``I-`` prefix are unconstrained."""
+    ``B-``/``I-`` prefix are unconstrained. Computed once per label set (read-only arrays)."""
+    return _transitions(tuple(labels))
+
+
+@functools.lru_cache(maxsize=64)
+def _transitions(labels: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
     kinds = [label.partition("-") if label[:2] in ("B-", "I-") else ("", "", label) for label in labels]
     start = np.array([prefix != "I" for prefix, _, _ in kinds])
     transition = np.ones((len(labels), len(labels)), dtype=bool)
@@ -123,6 +130,7 @@ def allowed_transitions(labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         if prefix == "I":
             for prev, (p_prefix, _, p_type) in enumerate(kinds):
                 transition[prev, cur] = p_prefix in ("B", "I") and p_type == etype
+    start.flags.writeable = transition.flags.writeable = False
     return start, transition
 
 
@@ -143,6 +151,9 @@ def iob2_viterbi(probs: np.ndarray, labels: Sequence[str]) -> list[int]:
     if len(probs) == 0:
         return []
     start, transition = allowed_transitions(labels)
+    argmax = probs.argmax(axis=1)
+    if start[argmax[0]] and transition[argmax[:-1], argmax[1:]].all():
+        return argmax.tolist()  # a valid argmax maximises every factor: it is the optimum (usual case)
     log_p = np.log(np.clip(probs.astype(np.float64), 1e-30, None))
     penalty = np.where(transition, 0.0, -np.inf)
     score = np.where(start, log_p[0], -np.inf)

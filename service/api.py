@@ -13,29 +13,25 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from presso.service import errors
+from presso.service import errors, oip
 from presso.service.dataplane import DataPlane
+from presso.service.inference import InferenceEndpoints
 from presso.service.metrics import Metrics, exposition
 from presso.service.middleware import ApiKeys, BodyLimit, DrainGate, JsonByDefault, MetricsMiddleware
 from presso.service.registry import LoadedModel
+from presso.service.responses import error_response, service_error_response, validation_error_response
 from presso.service.schemas import ErrorBody, InferenceRequest
 from presso.service.settings import Settings
 from presso.service.tasks import TASKS, TaskPlugin
 
 log = logging.getLogger(__name__)
 
-ERROR_RESPONSES = {code: {"model": ErrorBody} for code in (400, 401, 404, 408, 413, 422, 429, 500, 503, 504)}
-HTTP_STATUS: dict[type[errors.ServiceError], int] = {
-    errors.NotReady: 503, errors.ShuttingDown: 503, errors.ModelReplaced: 503,
-    errors.UnknownModel: 404, errors.NoModelForTask: 404, errors.ModelRequired: 422, errors.WrongTask: 422,
-    errors.TooManyTexts: 413, errors.TextTooLong: 413, errors.TooManyTokens: 413, errors.InvalidText: 422,
-    errors.LongerThanModel: 422, errors.Expired: 504, errors.Overloaded: 429, errors.ClientGone: 499,
-    errors.InferenceFailed: 500, errors.InvalidArtifact: 422, errors.ReloadInProgress: 409,
-}
+VERSION = "0.1.0"
+ERROR_RESPONSES = {code: {"model": ErrorBody} for code in (400, 401, 404, 408, 413, 415, 422, 429, 500, 503, 504)}
 
 
 class ApiError(Exception):
@@ -43,26 +39,6 @@ class ApiError(Exception):
                  headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.error, self.message, self.field, self.headers = status, error, message, field, headers
-
-
-def error_response(status: int, error: str, message: str, field: str | None = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
-    body = ErrorBody(error=error, message=message, field=field).model_dump()
-    return JSONResponse(body, status_code=status, headers=headers)
-
-
-def http_status(exc: errors.ServiceError) -> int:
-    for cls in type(exc).__mro__:
-        if cls in HTTP_STATUS:
-            return HTTP_STATUS[cls]
-    return 500
-
-
-def service_error_response(exc: errors.ServiceError) -> JSONResponse:
-    """A domain error as HTTP: its status, ``error`` kind, and the field under ``body.`` or ``path.``."""
-    field = f"{exc.location}.{exc.field}" if exc.field else None
-    headers = {"Retry-After": str(exc.retry_after_s)} if exc.retry_after_s is not None else None
-    return error_response(http_status(exc), exc.kind, exc.message, field, headers)
 
 
 def create_app(settings: Settings, models: dict[str, LoadedModel] | None = None) -> FastAPI:
@@ -84,36 +60,24 @@ def create_app(settings: Settings, models: dict[str, LoadedModel] | None = None)
             if metrics_server is not None:
                 metrics_server.shutdown()
 
-    app = FastAPI(title="Presso", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="Presso", version=VERSION, lifespan=lifespan,
                   description="Compressed transformer inference: NER and text classification.")
     app.state.presso = plane
     document_limits(app, settings)
     install_error_handlers(app)
-    # Starlette wraps the last added outermost: metrics + request id -> drain -> keys -> body -> JSON.
+    # Starlette wraps the last added outermost: metrics + request id -> drain -> keys -> body -> JSON
+    # -> the inference request path (POST on the task routes), then FastAPI's router for the rest.
+    app.add_middleware(InferenceEndpoints, plane=plane)
     app.add_middleware(JsonByDefault)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout_s=settings.body_read_timeout_s)
     app.add_middleware(ApiKeys, settings=settings)
     app.add_middleware(DrainGate, lifecycle=plane)
     app.add_middleware(MetricsMiddleware, metrics=plane.metrics)
 
-    async def answer(plugin: TaskPlugin, body: InferenceRequest, request: Request) -> JSONResponse:
-        """One text: the result's fields beside ``model``; several: ``results`` in input order."""
-        inflight = plane.metrics.inflight.labels(endpoint=request.url.path)
-        inflight.inc()  # from a parsed body on: a stalled upload is not being served
-        try:
-            model, results = await plane.infer(
-                plugin.task, body.all_texts(), single=body.text is not None, model=body.model,
-                timeout_ms=body.timeout_ms, arrived_at=getattr(request.state, "arrived_at", None),
-                disconnected=lambda: wait_for_disconnect(request))
-        finally:
-            inflight.dec()
-        # Built from validated parts: returned as is, without a second validation pass.
-        if body.text is not None:
-            return JSONResponse({"model": model.name, **results[0]})
-        return JSONResponse({"model": model.name, "results": results})
-
+    endpoints = InferenceEndpoints(app.router, plane)
     for plugin in TASKS.values():
-        add_task_route(app, plugin, answer)
+        add_task_route(app, plugin, endpoints)
+    oip.install(app, plane, VERSION)
 
     @app.get("/health/live", summary="Liveness: the process answers")
     async def live():
@@ -150,21 +114,19 @@ def create_app(settings: Settings, models: dict[str, LoadedModel] | None = None)
     return app
 
 
-def add_task_route(app: FastAPI, plugin: TaskPlugin, answer) -> None:
-    """``POST plugin.route``: an :class:`InferenceRequest` answered with the plug-in's schema."""
+def add_task_route(app: FastAPI, plugin: TaskPlugin, endpoints: InferenceEndpoints) -> None:
+    """``POST plugin.route``: an :class:`InferenceRequest` answered with the plug-in's schema.
 
-    async def endpoint(body: InferenceRequest, request: Request):
-        return await answer(plugin, body, request)
+    Requests are answered by :class:`InferenceEndpoints` ahead of the router; this declaration
+    documents the route (OpenAPI) and answers the same way if it is reached."""
+
+    async def endpoint(request: Request):
+        return await endpoints.respond(plugin, request.scope, request.receive)
 
     endpoint.__name__ = plugin.route.strip("/").replace("/", "_") or "root"
-    app.post(plugin.route, response_model=plugin.response_model, responses=ERROR_RESPONSES,
-             summary=plugin.summary)(endpoint)
-
-
-async def wait_for_disconnect(request: Request) -> None:
-    """Returns when the HTTP client has closed the connection."""
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
+    app.post(plugin.route, response_model=plugin.response_model, responses=ERROR_RESPONSES, summary=plugin.summary,
+             openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                 "schema": {"$ref": "#/components/schemas/InferenceRequest"}}}}})(endpoint)
 
 
 def document_limits(app: FastAPI, settings: Settings) -> None:
@@ -175,6 +137,8 @@ def document_limits(app: FastAPI, settings: Settings) -> None:
     def openapi() -> dict:
         if app.openapi_schema is None:
             schema = generate()
+            schema["components"]["schemas"]["InferenceRequest"] = InferenceRequest.model_json_schema(
+                ref_template="#/components/schemas/{model}")
             props = schema["components"]["schemas"]["InferenceRequest"]["properties"]
             props["texts"]["maxItems"] = settings.max_texts_per_request
             props["texts"]["items"]["maxLength"] = props["text"]["maxLength"] = settings.max_text_chars
@@ -194,17 +158,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError):
-        errors = exc.errors()
-        first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request", "type": "invalid"}
-        field = ".".join(str(p) for p in first.get("loc", ()))
-        if first.get("type") == "too_long" and tuple(first.get("loc", ()))[:2] == ("body", "texts"):
-            return error_response(413, "too_many_texts", f"more than {app.state.presso.settings.max_texts_per_request} texts per request",
-                                  "body.texts")
-        if first.get("type") == "json_invalid":
-            return error_response(400, "invalid_json", f"request body is not valid JSON: {first.get('msg')}", "body")
-        message = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))[:100]}: {e.get('msg')}" for e in errors[:5])
-        field = field[:100]  # an unknown key can be any size; it is named, not echoed in full
-        return error_response(422, "invalid_request", message, field)
+        return validation_error_response(exc.errors(), app.state.presso.settings.max_texts_per_request)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException):

@@ -3,7 +3,7 @@
 Each error names its ``kind`` (the machine-readable ``error`` of the response body) and the
 request ``field`` at fault in transport-neutral form (``texts.3``, ``model``, ``timeout_ms``;
 ``location`` says whether it is in the request body or the path). A transport maps the class to
-its own status (:data:`presso.service.api.HTTP_STATUS`); nothing here knows about HTTP.
+its own status (:data:`presso.service.httputil.HTTP_STATUS`); nothing here knows about HTTP.
 """
 
 from __future__ import annotations

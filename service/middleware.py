@@ -29,8 +29,23 @@ from presso.service.tasks import ROUTES
 
 access_log = logging.getLogger("presso.access")
 log = logging.getLogger(__name__)
-PROBES = ("/health/live", "/health/ready", "/metrics")
-RELOAD_PATH = re.compile(r"/models/[^/]+/reload")
+PROBES = ("/health/live", "/health/ready", "/metrics", "/v2/health/live", "/v2/health/ready")
+# Paths with a name in them, and the metric ``endpoint`` label each is counted under.
+TEMPLATES = (
+    (re.compile(r"/models/[^/]+/reload"), "/models/{name}/reload"),
+    (re.compile(r"/v2/models/[^/]+(/versions/[^/]+)?/infer"), "/v2/models/{name}/infer"),
+    (re.compile(r"/v2/models/[^/]+(/versions/[^/]+)?/ready"), "/v2/models/{name}/ready"),
+    (re.compile(r"/v2/models/[^/]+(/versions/[^/]+)?"), "/v2/models/{name}"),
+)
+OIP_INFER_LABEL = "/v2/models/{name}/infer"
+
+
+def endpoint_label(path: str, known: set[str]) -> str:
+    """The metric ``endpoint`` label of ``path``: itself when known, its template, else ``other``
+    (so unknown paths cannot grow the label set)."""
+    if path in known:
+        return path
+    return next((label for pattern, label in TEMPLATES if pattern.fullmatch(path)), "other")
 
 
 async def send_error(send, status: int, error: str, message: str, field: str | None = None,
@@ -58,7 +73,8 @@ class MetricsMiddleware:
     duration; never the body; not for probes). A request cancelled by the server's shutdown before
     it answered gets a JSON 503."""
 
-    KNOWN = {*ROUTES, "/health/live", "/health/ready", "/models", "/metrics"}
+    KNOWN = {*ROUTES, "/health/live", "/health/ready", "/models", "/metrics", "/v2", "/v2/health/live",
+             "/v2/health/ready"}
 
     def __init__(self, app, metrics: Metrics) -> None:
         self.app, self.metrics = app, metrics
@@ -68,8 +84,7 @@ class MetricsMiddleware:
             return await self.app(scope, receive, send)
         started = time.perf_counter()
         path = scope["path"]
-        endpoint = (path if path in self.KNOWN else "/models/{name}/reload" if RELOAD_PATH.fullmatch(path)
-                    else "other")
+        endpoint = endpoint_label(path, self.KNOWN)
         given = header(scope, b"x-request-id")
         rid = given.decode() if given and len(given) <= 128 and given.isascii() and given.decode().isprintable() \
             else uuid.uuid4().hex
@@ -131,7 +146,7 @@ class DrainGate:
 
 
 class ApiKeys:
-    """With keys configured, ``/ner``, ``/classify`` and ``/models*`` need ``Authorization: Bearer
+    """With keys configured, ``/ner``, ``/classify``, ``/models*`` and ``/v2/models/*`` need ``Authorization: Bearer
     <key>`` or ``X-API-Key: <key>``; otherwise 401 without detail. Every configured key is compared
     in constant time (``hmac.compare_digest``), whichever matches; keys are never logged.
 
@@ -139,7 +154,7 @@ class ApiKeys:
     rotated Kubernetes Secret takes effect without a restart.
     """
 
-    PROTECTED = (*ROUTES, "/models")
+    PROTECTED = (*ROUTES, "/models", "/v2/models")
 
     def __init__(self, app, settings) -> None:
         self.app, self.settings = app, settings

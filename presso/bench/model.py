@@ -193,7 +193,8 @@ def plot(report: dict, path: Path) -> None:
 
 def run(work_dir: Path, models_dir: Path, out_dir: Path, runs: int = 20, scale: bool = True) -> dict:
     """Measure every task that has ``work_dir/<task>`` and ``models_dir/<task>`` (and, with
-    ``scale``, the full-size shapes of :mod:`presso.bench.scale`); write the reports."""
+    ``scale``, the full-size shapes of :mod:`presso.bench.scale`; without it, a scale section
+    already in ``out_dir/model-bench.json`` is kept); write the reports."""
     from presso.compress.quantize import choose_preset
 
     tasks = {}
@@ -214,6 +215,11 @@ def run(work_dir: Path, models_dir: Path, out_dir: Path, runs: int = 20, scale: 
 
         report["scale"] = run_scale(min(runs, 10))
         report["summary"].update(scale_summary(report["scale"]))
+    elif (out_dir / "model-bench.json").is_file():  # --no-scale keeps the scale section measured before
+        previous = json.loads((out_dir / "model-bench.json").read_text())
+        if "scale" in previous:
+            report["scale"] = previous["scale"]
+            report["summary"].update(scale_summary(report["scale"]))
     write(report, out_dir)
     return report
 
