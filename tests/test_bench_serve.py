@@ -52,3 +52,33 @@ def test_wrk_result_line_is_parsed_or_reported_missing():
     assert wrk.result("Running 1s test\n" + line)["ok"] == 5
     with pytest.raises(RuntimeError):
         wrk.result("unable to connect")
+
+
+def test_cost_model_fits_fixed_and_per_token_cost(fake_models_dir):
+    model = offline.load(fake_models_dir / "fake-ner", intra_op_threads=1)
+    cost = offline.cost_model(model, ["john smith lives in paris", "new york"], workers=2, seconds_per_shape=0.02,
+                              shapes=((1, 8), (4, 8), (8, 32), (16, 16)))
+    assert len(cost["points"]) == 4 and all(p["ms"] > 0 for p in cost["points"])
+    # a tiny fake model is nearly all fixed cost: its per-token slope can fit to about zero either way
+    assert cost["fixed_ms"] > 0 and cost["median_relative_error"] >= 0 and cost["mean_tokens"] > 2
+    assert cost["workers"] == 2
+
+
+def test_batching_bound_and_its_ratio():
+    cost = {"fixed_ms": 1.0, "per_token_ms": 0.1, "mean_tokens": 20.0, "workers": 2}
+    bound = offline.batching_bound(cost, clients=32, max_batch_size=32)
+    # alone 1 + 2 = 3 ms; 16 per call (32 clients over 2 workers): 1/16 + 2 = 2.0625 ms
+    assert bound["batch"] == 16 and bound["bound"] == pytest.approx(3 / 2.0625, abs=1e-3)
+    assert offline.batching_bound(cost, clients=32, max_batch_size=4)["batch"] == 4
+    report = serve.summarize(fake_variants(), {"p50_ms": 2.0}, {"name": "ner", "task": "token-classification"},
+                             Settings(), 15, 3, 1000, cost=cost)
+    assert report["ratios"]["A/B@32_of_bound"] == pytest.approx(5.66 / 1.455, abs=0.01)
+    assert report["targets"]["A/B@32_of_bound"] == ">= 0.9"
+    assert report["cost_model"]["batching_bound@32"]["bound"] == pytest.approx(1.455, abs=1e-3)
+
+
+def test_cost_fit_recovers_fixed_and_per_token_cost_across_scales():
+    points = [{"batch": b, "tokens": t, "ms": 2.0 + 0.15 * b * t} for b in (1, 4, 16, 32) for t in (8, 64)]
+    points[-1]["ms"] *= 1.3  # one large, slow outlier must not decide the fixed cost
+    fixed, per_token, error = offline.fit_cost(points)
+    assert 1.5 < fixed < 2.5 and 0.13 < per_token < 0.2 and error < 0.05

@@ -5,6 +5,7 @@ the Dockerfile with hadolint."""
 from __future__ import annotations
 
 import copy
+import functools
 import shutil
 import subprocess
 from pathlib import Path
@@ -155,3 +156,83 @@ def test_prometheus_config_passes_promtool():
     result = subprocess.run([promtool, "check", "config", str(ROOT / "deploy/prometheus.yml")],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# -- KServe ---------------------------------------------------------------------------------------
+
+KSERVE = ROOT / "deploy" / "k8s" / "kserve"
+KSERVE_CRDS = ROOT / "tests" / "data" / "kserve"
+
+
+def strict(schema):
+    """A CRD's structural schema as JSON Schema that refuses unknown fields (the API server would
+    drop them silently): ``additionalProperties: false`` wherever properties are listed and
+    unknown fields are not preserved."""
+    if isinstance(schema, dict):
+        out = {k: strict(v) for k, v in schema.items()}
+        if "properties" in out and "additionalProperties" not in out \
+                and not out.get("x-kubernetes-preserve-unknown-fields"):
+            out["additionalProperties"] = False
+        return out
+    if isinstance(schema, list):
+        return [strict(x) for x in schema]
+    return schema
+
+
+@functools.lru_cache(maxsize=None)
+def crds() -> tuple[dict, ...]:
+    import gzip
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the InferenceService CRD is 2 MB of YAML
+    return tuple(yaml.load(gzip.open(path), Loader=loader) for path in sorted(KSERVE_CRDS.glob("*.yaml.gz")))
+
+
+def crd_schema(kind: str, version: str) -> dict:
+    for crd in crds():
+        if crd["spec"]["names"]["kind"] == kind:
+            found = next(v for v in crd["spec"]["versions"] if v["name"] == version)
+            return strict(found["schema"]["openAPIV3Schema"])
+    raise LookupError(kind)
+
+
+def kserve_docs() -> dict[str, dict]:
+    return {d["kind"]: d for path in sorted(KSERVE.glob("*.yaml")) for d in load(path)}
+
+
+@pytest.mark.parametrize("kind", ["ServingRuntime", "InferenceService"])
+def test_kserve_manifests_validate_against_kserve_crds(kind):
+    jsonschema = pytest.importorskip("jsonschema")
+    doc = kserve_docs()[kind]
+    group, version = doc["apiVersion"].split("/")
+    assert group == "serving.kserve.io"
+    schema = crd_schema(kind, version)
+    jsonschema.validate({k: v for k, v in doc.items() if k not in ("apiVersion", "kind", "metadata")},
+                        {**schema, "properties": {k: v for k, v in schema["properties"].items()
+                                                  if k not in ("apiVersion", "kind", "metadata", "status")}})
+    with pytest.raises(jsonschema.ValidationError):  # the strict schema does catch a misspelt field
+        broken = copy.deepcopy(doc)
+        broken["spec"]["misspelt"] = 1
+        jsonschema.validate({"spec": broken["spec"]}, {"type": "object", "properties": {"spec": schema["properties"]["spec"]}})
+
+
+def test_kserve_runtime_serves_the_inference_service_and_its_probes_exist():
+    from presso.service.settings import Settings
+
+    docs = kserve_docs()
+    runtime, isvc = docs["ServingRuntime"], docs["InferenceService"]
+    model = isvc["spec"]["predictor"]["model"]
+    assert model["runtime"] == runtime["metadata"]["name"]
+    formats = {(f["name"], f.get("version")) for f in runtime["spec"]["supportedModelFormats"]}
+    assert (model["modelFormat"]["name"], model["modelFormat"].get("version")) in formats
+    assert model["protocolVersion"] in runtime["spec"]["protocolVersions"]
+    container = runtime["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    Settings(**{k.removeprefix("PRESSO_").lower(): v for k, v in env.items()})  # every variable is a real setting
+    assert env["PRESSO_MODELS_DIR"] == "/mnt/models"  # where KServe's storage initializer puts storageUri
+    port = int(env["PRESSO_PORT"])
+    assert container["ports"][0]["containerPort"] == port == 8080
+    from presso.service.api import create_app
+
+    paths = {r.path for r in create_app(Settings(models_dir=ROOT)).routes}
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["path"] in paths and container[probe]["httpGet"]["port"] == port

@@ -4,22 +4,30 @@
   user scoring a dataset offline gets), on the service's session settings and worker threads,
   with length-sorted batches reported beside it;
 - one text alone: tokenization + one ONNX Runtime call + span extraction, the floor for
-  Presso's latency at concurrency 1.
+  Presso's latency at concurrency 1;
+- a cost model of one ONNX Runtime call, ``fixed_ms + per_token_ms x batch x seq_len`` (padded
+  tokens), fitted by least squares on several shapes with the service's worker threads running
+  side by side, and from it the most that dynamic batching can gain over one sequence per call
+  (:func:`batching_bound`).
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import statistics
 import threading
 import time
 from pathlib import Path
+
+import numpy as np
 
 from presso.core.encoding import pad_batch
 from presso.service.registry import LoadedModel
 from presso.core.runtime import onnxruntime_distribution, select_providers
 
 BATCH_SIZES = (1, 4, 8, 16, 32, 64, 128)
+COST_SHAPES = tuple((b, t) for b in (1, 2, 4, 8, 16, 32) for t in (8, 16, 32, 64))  # batch x tokens
 
 
 def load(model_dir: Path, intra_op_threads: int = 0) -> LoadedModel:
@@ -103,3 +111,66 @@ def best_single_call_ms(model_dir: Path, texts: list[str]) -> dict:
     return {**runs[best], "intra_op_threads": best, "p50_ms_by_intra_op_threads": {
         str(t): r["p50_ms"] for t, r in runs.items()},
         "what": "tokenize + one ONNX Runtime call + span extraction, one text, no HTTP"}
+
+
+def cost_model(model: LoadedModel, texts: list[str], workers: int = 1, seconds_per_shape: float = 0.5,
+               shapes: tuple[tuple[int, int], ...] = COST_SHAPES) -> dict:
+    """Fit ``ms per call = fixed_ms + per_token_ms x batch x seq_len`` on ``shapes`` (batch x padded
+    tokens), each measured for ``seconds_per_shape`` with ``workers`` threads calling the session
+    side by side (what each of the service's workers sees). Inputs are real token ids: the test
+    texts' tokens, repeated to the length.
+
+    Returns:
+        ``fixed_ms``, ``per_token_ms``, the fit's ``median_relative_error``, ``mean_tokens`` of ``texts`` (special
+        tokens included), ``workers`` and every measured ``points`` (``batch``, ``tokens``, ``ms``).
+    """
+    sequences = [windows[0].encoded for windows in model.tokenize(texts)]
+    ids = [i for e in sequences for i in e.ids]
+    points = []
+    for batch, tokens in shapes:
+        row = np.resize(np.array(ids, dtype=np.int64), tokens)
+        inputs = {"input_ids": np.tile(row, (batch, 1)), "attention_mask": np.ones((batch, tokens), dtype=np.int64),
+                  "token_type_ids": np.zeros((batch, tokens), dtype=np.int64)}
+        model.onnx.run(inputs)  # warm up
+        per_s = _run_for(model, [inputs], workers, seconds_per_shape) / batch  # calls per second, all workers
+        points.append({"batch": batch, "tokens": tokens, "ms": round(1000.0 * workers / per_s, 4)})
+    fixed, per_token, error = fit_cost(points)
+    return {"fixed_ms": round(fixed, 4), "per_token_ms": round(per_token, 5), "median_relative_error": round(error, 4),
+            "fit": "least squares on relative error (each point weighted by 1 / its time)",
+            "mean_tokens": round(statistics.fmean(e.length for e in sequences), 2), "workers": workers,
+            "points": points}
+
+
+def fit_cost(points: list[dict]) -> tuple[float, float, float]:
+    """``(fixed_ms, per_token_ms, median_relative_error)`` of ``ms = fixed + per_token x batch x
+    tokens`` over ``points``.
+
+    Least squares on relative error: the shapes span 100x in time, and a plain fit is decided by
+    the largest ones (measured: it put the fixed cost at -1.9 ms), while the bound needs the small
+    ones right.
+    """
+    x = np.array([[1.0, p["batch"] * p["tokens"]] for p in points])
+    y = np.array([p["ms"] for p in points])
+    w = 1.0 / y
+    (fixed, per_token), *_ = np.linalg.lstsq(x * w[:, None], y * w, rcond=None)
+    relative = np.abs(x @ np.array([fixed, per_token]) - y) * w
+    return float(fixed), float(per_token), float(np.median(relative))
+
+
+def batching_bound(cost: dict, clients: int, max_batch_size: int) -> dict:
+    """The most dynamic batching can gain in throughput over one sequence per call (A/B) with
+    ``clients`` requests in flight, from :func:`cost_model`: alone a sequence costs
+    ``fixed + per_token x L``; batched, at most ``b = min(max_batch_size, ceil(clients / workers))``
+    sequences share a call (each worker can only batch what is in flight), with no padding (an
+    upper bound), so ``fixed / b + per_token x L``. HTTP and tokenization are left out: they cost
+    the same per request in both, so the real ratio stays below this bound.
+
+    Returns:
+        ``bound`` (the ratio), the ``batch`` assumed and the two per-sequence costs in ms.
+    """
+    b = max(1, min(max_batch_size, math.ceil(clients / cost["workers"])))
+    tokens = cost["mean_tokens"]
+    alone = cost["fixed_ms"] + cost["per_token_ms"] * tokens
+    batched = cost["fixed_ms"] / b + cost["per_token_ms"] * tokens
+    return {"bound": round(alone / batched, 3), "batch": b, "ms_per_sequence_alone": round(alone, 4),
+            "ms_per_sequence_batched": round(batched, 4), "clients": clients}
