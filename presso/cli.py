@@ -236,6 +236,24 @@ def bench_serve(
     typer.echo(json.dumps({"ratios": report["ratios"], "targets_met": report["targets_met"]}, indent=2))
 
 
+@bench.command("scaling")
+def bench_scaling(
+    models_dir: Path = typer.Option(Path("models"), help="directory of model artifacts"),
+    model: str = typer.Option("ner", help="token-classification artifact to drive over /ner"),
+    out_dir: Path = typer.Option(Path("reports"), help="where serve-scaling.json and serve-scaling.png go"),
+    duration_s: float = typer.Option(10, help="measured seconds per length and core set"),
+    warmup_s: float = typer.Option(2, help="unmeasured seconds before each"),
+) -> None:
+    """Cost over HTTP at 16-1,024 tokens per text on 1 and 2 cores, and the model's roofline point at 8 x 128."""
+    _logging("WARNING")
+    from presso.bench.scaling import run as run_scaling
+
+    report = run_scaling(models_dir, model, out_dir, duration_s, warmup_s)
+    typer.echo(json.dumps({"two_vs_one_core": report["two_vs_one_core"],
+                           "fraction_of_peak_8x128": report["roofline"]["fraction_of_peak"],
+                           "matmul_share_8x128": report["roofline"]["profile"]["matmul_share"]}, indent=2))
+
+
 @bench.command("soak")
 def bench_soak(
     models_dir: Path = typer.Option(Path("models"), help="directory of model artifacts (an NER and a "

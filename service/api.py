@@ -169,4 +169,5 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def unexpected(_request: Request, exc: Exception):
         log.exception("unhandled error")
-        return error_response(500, "internal_error", f"unexpected {type(exc).__name__}")
+        # Starlette re-raises after this answer and the server then closes the connection: say so
+        return error_response(500, "internal_error", f"unexpected {type(exc).__name__}", headers={"Connection": "close"})

@@ -208,16 +208,21 @@ class BodyLimit:
     as its running total passes it (413 ``body_too_large``). A body that does not arrive within
     ``timeout_s`` gets 408 ``body_timeout``. At most ``BUFFERED_BODIES`` x ``max_bytes`` of bodies are
     held at once across requests (429 ``overloaded`` beyond), so memory stays bounded however many
-    clients upload at the limit. A client that disconnects gets no answer. The app then
+    clients upload at the limit. The first ``SMALL_BODY_BYTES`` (at most ``max_bytes / 8``) of every
+    body are not counted, so
+    uploads stalled at the budget cannot lock out ordinary requests (a few KB each): those are
+    bounded by the connection count instead. A client that disconnects gets no answer. The app then
     receives the whole body in one message, and later ``receive()`` calls (disconnect watching)
     go to the server.
     """
 
     METHODS = ("POST", "PUT", "PATCH")
     BUFFERED_BODIES = 4  # bodies of the largest size held at once, in all; beyond: 429
+    SMALL_BODY_BYTES = 64 * 1024  # per body, never counted against that budget (at most max_bytes / 8)
 
     def __init__(self, app, max_bytes: int, timeout_s: float) -> None:
         self.app, self.max_bytes, self.timeout_s = app, max_bytes, timeout_s
+        self.small = min(self.SMALL_BODY_BYTES, max_bytes // 8)
         self.buffered = 0  # bytes of bodies being read or served, all requests together
 
     async def too_large(self, send, size: str) -> None:
@@ -230,7 +235,7 @@ class BodyLimit:
         declared = header(scope, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             return await self.too_large(send, declared.decode())
-        chunks, size = [], 0
+        chunks, size, counted = [], 0, 0
         try:
             try:
                 async with asyncio.timeout(self.timeout_s):
@@ -240,10 +245,12 @@ class BodyLimit:
                             return
                         chunk = message.get("body", b"")
                         size += len(chunk)
-                        self.buffered += len(chunk)
                         if size > self.max_bytes:
                             return await self.too_large(send, f"more than {self.max_bytes}")
-                        if self.buffered > self.BUFFERED_BODIES * self.max_bytes:
+                        over = max(0, size - self.small) - counted  # only bytes past the allowance count
+                        counted += over
+                        self.buffered += over
+                        if over and self.buffered > self.BUFFERED_BODIES * self.max_bytes:
                             return await send_error(send, 429, "overloaded", "too many large request bodies at "
                                                     "once; retry shortly", headers=[(b"retry-after", b"1")])
                         chunks.append(chunk)
@@ -260,7 +267,7 @@ class BodyLimit:
 
             await self.app(scope, replay, send)
         finally:
-            self.buffered -= size  # held until the request is answered
+            self.buffered -= counted  # held until the request is answered
 
 
 class JsonByDefault:

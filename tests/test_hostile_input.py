@@ -159,21 +159,26 @@ def test_malformed_bodies_get_a_json_4xx(live_server, body, status, error):
 
 
 def test_bodies_held_at_once_are_bounded(small_limits):
-    """Five uploads of 1,500 bytes each stall before their last byte: the fifth would pass
-    4 x 2,048 buffered bytes and is refused at once with 429."""
+    """Four uploads of 2,000 bytes each stall before their last byte: with the fifth, the bytes
+    past each body's 256-byte allowance (2,048 / 8) would pass 4 x 2,048 and it is refused at once
+    with 429; a small request is still served meanwhile (stalled uploads cannot lock everyone out)."""
     import time
 
-    head = (b"POST /ner HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1500\r\n\r\n")
-    held = [socket.create_connection(("127.0.0.1", small_limits.port), timeout=10) for _ in range(6)]
+    head = (b"POST /ner HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2000\r\n\r\n")
+    held = [socket.create_connection(("127.0.0.1", small_limits.port), timeout=10) for _ in range(4)]
     try:
-        for s in held[:5]:
-            s.sendall(head + b" " * 1499)  # one byte short
+        for s in held:
+            s.sendall(head + b" " * 1999)  # one byte short
         time.sleep(0.3)
-        status, body = raw_request(small_limits, head, [b" " * 1500])
+        status, body = raw_request(small_limits, head, [b" " * 2000])
         assert status == 429 and body["error"] == "overloaded"
+        small = json.dumps({"text": "Paris"}).encode()
+        status, body = raw_request(small_limits, b"POST /ner HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                                   b"Content-Length: " + str(len(small)).encode() + b"\r\n\r\n" + small)
+        assert status == 200 and "entities" in body
     finally:
         for s in held:
             s.close()
     time.sleep(1.2)  # the stalled ones time out (408) and release their bytes
-    status, _ = raw_request(small_limits, head.replace(b"1500", b"19"), [b'{"text": "John ok"}'])
+    status, _ = raw_request(small_limits, head.replace(b"2000", b"19"), [b'{"text": "John ok"}'])
     assert status == 200

@@ -62,6 +62,22 @@ def test_bad_requests_are_protocol_errors(raw, message):
         parse_infer(raw, None, 4)
 
 
+@pytest.mark.parametrize("length", ["\u00b2", "9" * 5000, "-1", "", "0x10"])
+def test_odd_header_lengths_are_protocol_errors(length):
+    raw, _ = binary_body(["hello"])
+    with pytest.raises(ProtocolError, match="Inference-Header-Content-Length"):
+        parse_infer(raw, length, 4)
+
+
+def test_deep_nesting_and_stray_binary_are_protocol_errors():
+    with pytest.raises(ProtocolError, match="nested too deeply"):
+        parse_infer(b"[" * 100_000, None, 4)
+    raw = body(["a"]) + b"\x00\x00\x00\x00"
+    with pytest.raises(ProtocolError, match="no binary_data_size"):
+        parse_infer(raw, str(len(raw) - 4), 4)
+    assert parse_infer(body(["a"], parameters={"timeout_ms": 100.0}), None, 4).timeout_ms == 100
+
+
 def test_truncated_binary_data_is_a_protocol_error():
     raw, length = binary_body(["hello"])
     with pytest.raises(ProtocolError, match="binary_data_size"):
@@ -164,6 +180,13 @@ def test_errors_are_the_protocols(server, client):
     assert answer.status_code == 400 and set(answer.json()) == {"error"}
     answer = httpx.get(server.url + "/v2/models/fake-ner/versions/000000000000")
     assert answer.status_code == 404 and "version" in answer.json()["error"]
+
+
+def test_errors_name_the_input_element_at_fault(server):
+    answer = httpx.post(server.url + "/v2/models/fake-sentiment/infer", content=body(["ok", "ok", "x" * 20_001]))
+    assert answer.status_code == 413 and "element 2" in answer.json()["error"]
+    answer = httpx.post(server.url + "/v2/models/fake-sentiment/infer", content=b"[" * 100_000)
+    assert answer.status_code == 400 and "nested" in answer.json()["error"]
 
 
 def test_infer_is_counted_under_one_metric_label(server):

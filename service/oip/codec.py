@@ -43,6 +43,17 @@ class ProtocolError(ValueError):
     """A request the protocol cannot accept (the server answers 400 ``{"error": message}``)."""
 
 
+def element_name(field: str | None) -> str | None:
+    """A data-plane field (``texts.3``, ``text``) as the protocol's input element it came from."""
+    if field is None:
+        return None
+    if field in ("text", "texts"):
+        return f"inputs[0] ({INPUT_NAME!r})"
+    if field.startswith("texts."):
+        return f"inputs[0] ({INPUT_NAME!r}) element {field.removeprefix('texts.')}"
+    return f"parameters.{field}" if field == "timeout_ms" else field
+
+
 @dataclass
 class InferRequest:
     texts: list[str]
@@ -87,13 +98,16 @@ def parse_infer(body: bytes, header_length: str | None, max_texts: int) -> Infer
     """
     binary = b""
     if header_length is not None:
-        if not header_length.isdigit() or int(header_length) > len(body):
+        if not (header_length.isascii() and header_length.isdigit() and len(header_length) <= 19) \
+                or int(header_length) > len(body):
             raise ProtocolError("Inference-Header-Content-Length is not a length within the body")
         body, binary = body[: int(header_length)], body[int(header_length):]
     try:
         request = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ProtocolError(f"request body is not valid JSON: {exc}") from None
+        raise ProtocolError(f"request body is not valid JSON: {exc}"[:300]) from None
+    except RecursionError:
+        raise ProtocolError("request body is nested too deeply") from None
     if not isinstance(request, dict):
         raise ProtocolError("request body must be a JSON object")
     inputs = request.get("inputs")
@@ -117,9 +131,13 @@ def parse_infer(body: bytes, header_length: str | None, max_texts: int) -> Infer
     params = tensor.get("parameters") or {}
     if not isinstance(params, dict):
         raise ProtocolError(f"{where}: parameters must be an object")
+    if binary and "binary_data_size" not in params:
+        raise ProtocolError(f"{where}: binary data follows the JSON header but the input has no binary_data_size")
     if "binary_data_size" in params:
         size = params["binary_data_size"]
-        if not isinstance(size, int) or size != len(binary):
+        if not isinstance(size, int) or isinstance(size, bool):
+            raise ProtocolError(f"{where}: binary_data_size must be an integer")
+        if size != len(binary):
             raise ProtocolError(f"{where}: binary_data_size {str(size)[:20]} does not match the {len(binary)} "
                                 "bytes after the JSON header")
         raw = _bytes_elements(binary, where)
@@ -143,7 +161,11 @@ def parse_infer(body: bytes, header_length: str | None, max_texts: int) -> Infer
             raise ProtocolError("'outputs' must be a list of objects with a 'name'")
         names = [o["name"] for o in outputs]
     parameters = request.get("parameters") or {}
-    timeout_ms = parameters.get("timeout_ms") if isinstance(parameters, dict) else None
+    if not isinstance(parameters, dict):
+        raise ProtocolError("'parameters' must be an object")
+    timeout_ms = parameters.get("timeout_ms")
+    if isinstance(timeout_ms, float) and timeout_ms.is_integer():  # as Presso's own API: 100.0 is 100
+        timeout_ms = int(timeout_ms)
     if timeout_ms is not None and (not isinstance(timeout_ms, int) or isinstance(timeout_ms, bool)
                                    or not 1 <= timeout_ms <= 600_000):
         raise ProtocolError("parameters.timeout_ms must be an integer from 1 to 600000")

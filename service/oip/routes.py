@@ -10,6 +10,7 @@ Endpoints: ``GET /v2``, ``GET /v2/health/live``, ``GET /v2/health/ready``,
 from __future__ import annotations
 
 import functools
+import logging
 import time
 
 from fastapi import FastAPI, Request
@@ -19,9 +20,11 @@ from presso.service import errors
 from presso.service.dataplane import DataPlane
 from presso.service.httputil import http_status, wait_for_disconnect
 from presso.service.middleware import OIP_INFER_LABEL
-from presso.service.oip.codec import HEADER_LENGTH, ProtocolError, check_outputs, model_metadata, output_tensors, parse_infer
+from presso.service.oip.codec import (HEADER_LENGTH, ProtocolError, check_outputs, element_name, model_metadata,
+                                      output_tensors, parse_infer)
 from presso.service.registry import LoadedModel
 
+log = logging.getLogger(__name__)
 SERVER_NAME = "presso"
 
 
@@ -51,7 +54,11 @@ def install(app: FastAPI, plane: DataPlane, version: str) -> None:
                 return oip_error(400, str(exc))
             except errors.ServiceError as exc:
                 headers = {"Retry-After": str(exc.retry_after_s)} if exc.retry_after_s is not None else None
-                return oip_error(http_status(exc), exc.message, headers)
+                where = element_name(exc.field) if exc.location == "body" else None
+                return oip_error(http_status(exc), f"{where}: {exc.message}" if where else exc.message, headers)
+            except Exception:  # answered here: an exception escaping the app would close the connection
+                log.exception("unhandled error")
+                return oip_error(500, "unexpected error while answering the request")
         return run
 
     @app.get("/v2", include_in_schema=False)
