@@ -6,7 +6,7 @@ PRESSO := $(VENV)/bin/presso
 PROFILE ?= default
 EXTRAS ?= cpu,compress,bench,test
 
-.PHONY: run install models serve test test-fast test-container autoscale bench-serve bench-model soak clean arch-matrix
+.PHONY: run install models serve test test-fast test-container autoscale bench-serve bench-scaling bench-model soak clean arch-matrix
 
 # A build refused by the accuracy gate does not stop the others: whatever passed is served, and
 # the recipe ends with the refused build's status (3) once the server is stopped (make then reports
@@ -57,6 +57,11 @@ autoscale: models
 # TORCH_MODEL=<work-dir>/fp32 uses the fine-tuned fp32 checkpoint for baseline C.
 bench-serve: models
 	$(PY) -m presso.cli bench serve $(if $(TORCH_MODEL),--torch-model $(TORCH_MODEL))
+
+# Cost vs text length and cores, and the roofline point at 8 x 128: reports/serve-scaling.{json,png}
+# (needs wrk and taskset).
+bench-scaling: models
+	$(PY) -m presso.cli bench scaling
 
 # Soak: 10 minutes of mixed traffic at ~70% of capacity; writes reports/soak.{json,png} (needs wrk).
 soak: models

@@ -106,6 +106,10 @@ def base_folder(tmp_path, family: str):
         config.pad_token_id = 1
     if family == "distilbert":
         config.max_position_embeddings = 64  # shorter than the profile's 128: the build must cap max_seq_len
+    import torch
+
+    torch.manual_seed(0)  # the same random weights whatever ran before (an unseeded model that barely
+    # trained has near-uniform label probabilities, where float noise between batch shapes flips a label)
     transformers.AutoModel.from_config(config).save_pretrained(folder)
     return folder
 

@@ -228,7 +228,7 @@ def test_kserve_runtime_serves_the_inference_service_and_its_probes_exist():
     container = runtime["spec"]["containers"][0]
     env = {e["name"]: e["value"] for e in container["env"]}
     Settings(**{k.removeprefix("PRESSO_").lower(): v for k, v in env.items()})  # every variable is a real setting
-    assert env["PRESSO_MODELS_DIR"] == "/mnt/models"  # where KServe's storage initializer puts storageUri
+    assert env["PRESSO_MODELS_DIR"] == "/mnt/models"  # where KServe mounts or copies storageUri
     port = int(env["PRESSO_PORT"])
     assert container["ports"][0]["containerPort"] == port == 8080
     from presso.service.api import create_app
