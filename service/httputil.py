@@ -4,8 +4,6 @@ and waiting for a client to leave."""
 
 from __future__ import annotations
 
-from starlette.requests import Request
-
 from presso.service import errors
 
 HTTP_STATUS: dict[type[errors.ServiceError], int] = {
@@ -25,7 +23,8 @@ def http_status(exc: errors.ServiceError) -> int:
     return 500
 
 
-async def wait_for_disconnect(request: Request) -> None:
-    """Returns when the HTTP client has closed the connection."""
-    while (await request.receive())["type"] != "http.disconnect":
+async def wait_for_disconnect(receive) -> None:
+    """Returns when the HTTP client has closed the connection (``receive``: the request's ASGI
+    receive callable; the body has been read already, so the next message is the disconnect)."""
+    while (await receive())["type"] != "http.disconnect":
         pass

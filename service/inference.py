@@ -25,6 +25,8 @@ from starlette.responses import Response
 
 from presso.service import errors
 from presso.service.dataplane import DataPlane
+from presso.service.httputil import wait_for_disconnect
+from presso.service.middleware import header
 from presso.service.responses import error_response, service_error_response, validation_error_response
 from presso.service.schemas import InferenceRequest
 from presso.service.tasks import TASKS, TaskPlugin
@@ -32,13 +34,6 @@ from presso.service.tasks import TASKS, TaskPlugin
 log = logging.getLogger(__name__)
 
 JSON_TYPES = (b"application/json",)
-
-
-def content_type(scope) -> bytes:
-    for key, value in scope["headers"]:
-        if key == b"content-type":
-            return value.split(b";")[0].strip().lower()
-    return b""
 
 
 class InferenceEndpoints:
@@ -75,7 +70,7 @@ class InferenceEndpoints:
             return error_response(500, "internal_error", "unexpected error while answering the request")
 
     async def _answer(self, plugin: TaskPlugin, scope, receive, raw: bytes) -> Response:
-        declared = content_type(scope)
+        declared = (header(scope, b"content-type") or b"").split(b";")[0].strip().lower()
         if declared and declared not in JSON_TYPES and not declared.endswith(b"+json"):
             return error_response(415, "unsupported_media_type", f"content type {declared.decode('latin-1')[:100]!r}; "
                                   "send application/json", "header.content-type")
@@ -102,16 +97,10 @@ class InferenceEndpoints:
             model, results = await self.plane.infer(
                 plugin.task, body.all_texts(), single=body.text is not None, model=body.model,
                 timeout_ms=body.timeout_ms, arrived_at=scope.get("state", {}).get("arrived_at"),
-                disconnected=lambda: disconnect(receive))
+                disconnected=lambda: wait_for_disconnect(receive))
         finally:
             inflight.dec()
         # Built from validated parts: encoded as is, without a second validation pass.
         answer = {"model": model.name, **results[0]} if body.text is not None else {"model": model.name,
                                                                                    "results": results}
         return Response(orjson.dumps(answer), media_type="application/json")
-
-
-async def disconnect(receive) -> None:
-    """Returns when the client has closed the connection (the next ASGI message is a disconnect)."""
-    while (await receive())["type"] != "http.disconnect":
-        pass

@@ -96,7 +96,7 @@ def install(app: FastAPI, plane: DataPlane, version: str) -> None:
             loaded, results = await plane.infer(
                 model.task, parsed.texts, model=model.name, timeout_ms=parsed.timeout_ms,
                 arrived_at=getattr(request.state, "arrived_at", None) or time.monotonic(),
-                disconnected=lambda: wait_for_disconnect(request))
+                disconnected=lambda: wait_for_disconnect(request.receive))
         finally:
             inflight.dec()
         body = {"model_name": loaded.name, "model_version": loaded.version,
