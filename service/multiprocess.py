@@ -98,6 +98,10 @@ class PressoArbiter(BaseApplication):
                            "worker_class": f"{PressoWorker.__module__}.{PressoWorker.__name__}",
                            "graceful_timeout": int(s.shutdown_grace_s + 5), "timeout": 120, "keepalive": 5,
                            "child_exit": _child_exit, "loglevel": s.log_level.lower(),
+                           # gunicorn 27's control socket: a thread in the arbiter (running while it
+                           # forks replacement workers) and a socket under $HOME shared by every
+                           # arbiter on the machine (read-only in the container); not used here.
+                           "control_socket_disable": True,
                            "logger_class": f"{JsonGunicornLogger.__module__}.{JsonGunicornLogger.__name__}"}.items():
             self.cfg.set(key, value)
 
