@@ -144,25 +144,18 @@ def roofline(artifact: Path, batch: int = 8, seq_len: int = 128, runs: int = 20)
     """The shipped model at ``batch`` x ``seq_len``: achieved MACs/s against :func:`cpu_peak` and the
     MatMul share of ONNX Runtime's profiled node time."""
     import numpy as np
-    import onnxruntime as ort
 
+    from presso.compress.evaluate import fixed_shape_latency_ms
     from presso.core.manifest import parse_manifest
+    from presso.core.runtime import OnnxModel
 
     manifest = parse_manifest(artifact)
     model_path = artifact / manifest.model_file
-    feeds = {"input_ids": np.ones((batch, seq_len), dtype=np.int64),  # any valid id: speed does not depend on it
-             "attention_mask": np.ones((batch, seq_len), dtype=np.int64),
-             "token_type_ids": np.zeros((batch, seq_len), dtype=np.int64)}
-    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
-    names = {i.name for i in session.get_inputs()}
-    feeds = {k: v for k, v in feeds.items() if k in names}
-    session.run(None, feeds)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        session.run(None, feeds)
-        times.append(time.perf_counter() - t0)
-    p50_s = statistics.median(times)
+    model = OnnxModel(model_path)
+    p50_s = fixed_shape_latency_ms(model.run, batch, seq_len, runs)["p50_ms"] / 1000.0
+    ids = np.ones((batch, seq_len), dtype=np.int64)  # the inputs fixed_shape_latency_ms times
+    feeds = {k: v for k, v in {"input_ids": ids, "attention_mask": np.ones_like(ids),
+                               "token_type_ids": np.zeros_like(ids)}.items() if k in model.input_names}
     per_seq = graph_macs(model_path, seq_len)
     total = {k: v * batch for k, v in per_seq.items()}
     peak = cpu_peak()
