@@ -6,7 +6,7 @@ PRESSO := $(VENV)/bin/presso
 PROFILE ?= default
 EXTRAS ?= cpu,compress,bench,test
 
-.PHONY: run install models serve test test-fast test-container autoscale bench-serve bench-scaling bench-model soak clean arch-matrix
+.PHONY: run install models serve test test-fast test-container autoscale bench-serve bench-scaling bench-peers bench-model soak clean arch-matrix
 
 # A build refused by the accuracy gate does not stop the others: whatever passed is served, and
 # the recipe ends with the refused build's status (3) once the server is stopped (make then reports
@@ -62,6 +62,12 @@ bench-serve: models
 # (needs wrk and taskset).
 bench-scaling: models
 	$(PY) -m presso.cli bench scaling
+
+# Peers: Presso vs infinity-emb (installed into work/infinity-venv on first use) vs a pipeline server on the
+# sentiment model; needs its build work directory (fp32 checkpoint); writes reports/peers.{json,png}.
+bench-peers: install
+	$(PRESSO) build sentiment --profile $(PROFILE) --work-dir work/sentiment --if-missing
+	$(PY) -m presso.cli bench peers --work-dir work/sentiment
 
 # Soak: 10 minutes of mixed traffic at ~70% of capacity; writes reports/soak.{json,png} (needs wrk).
 soak: models

@@ -236,6 +236,34 @@ def bench_serve(
     typer.echo(json.dumps({"ratios": report["ratios"], "targets_met": report["targets_met"]}, indent=2))
 
 
+@bench.command("peers")
+def bench_peers(
+    models_dir: Path = typer.Option(Path("models"), help="directory of model artifacts"),
+    model: str = typer.Option("sentiment", help="classification artifact every server runs"),
+    work_dir: Path = typer.Option(Path("work/sentiment"), help="that artifact's build work directory (presso build "
+                                  "sentiment --work-dir ...): its fp32/ checkpoint is what infinity's torch engine "
+                                  "and the pipeline baseline serve"),
+    venv: Path = typer.Option(Path("work/infinity-venv"), help="infinity-emb's own virtual environment (created "
+                              "and installed on first use)"),
+    out_dir: Path = typer.Option(Path("reports"), help="where peers.json and peers.png go"),
+    duration_s: float = typer.Option(15, help="measured seconds per concurrency level"),
+    warmup_s: float = typer.Option(3, help="unmeasured seconds before each level"),
+) -> None:
+    """Presso vs infinity-emb (same ONNX file; torch on the fp32 checkpoint) vs a pipeline server, over HTTP."""
+    _logging("WARNING")
+    from presso.bench.peers import run as run_peers
+    from presso.core.manifest import ArtifactError
+
+    try:
+        report = run_peers(models_dir, model, work_dir / "fp32", work_dir / "pruned"
+                           if (work_dir / "pruned" / "config.json").exists() else None, out_dir, venv, duration_s,
+                           warmup_s)
+    except (FileNotFoundError, ValueError, ArtifactError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(json.dumps({"ratios": report["ratios"], "targets_met": report["targets_met"]}, indent=2))
+
+
 @bench.command("scaling")
 def bench_scaling(
     models_dir: Path = typer.Option(Path("models"), help="directory of model artifacts"),

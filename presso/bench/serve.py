@@ -54,15 +54,22 @@ def find_artifact(models_dir: Path, name: str) -> Path:
     raise FileNotFoundError(f"no artifact named {name!r} under {models_dir}; run `presso build` first")
 
 
-def start_server(cmd: list[str], env: dict[str, str], url: str, log_file=None) -> subprocess.Popen:
-    """Start a server process and wait until ``url/health/ready`` answers 200 (``log_file``: an open
-    file for its output, else it is discarded / inherited)."""
+def start_server(cmd: list[str], env: dict[str, str], url: str, log_file=None,
+                 ready_path: str = "/health/ready") -> subprocess.Popen:
+    """Start a server process and wait until ``url + ready_path`` answers 200 (``log_file``: an open
+    file for its output, else it is discarded / inherited).
+
+    Raises:
+        TimeoutError: not ready within 300 s (the process is killed).
+        RuntimeError: the process exited before it was ready.
+    """
     proc = subprocess.Popen(cmd, env={**os.environ, **env}, stdout=log_file or subprocess.DEVNULL,
                             stderr=log_file)
     try:
-        wait_ready(f"{url}/health/ready", timeout_s=300)
-    except TimeoutError:
+        wait_ready(f"{url}{ready_path}", timeout_s=300, proc=proc)
+    except (TimeoutError, RuntimeError):
         proc.kill()
+        proc.wait()
         raise
     return proc
 
@@ -106,21 +113,36 @@ def _batches_between(before: dict, after: dict) -> dict:
             "batch_size_le": per_bucket}
 
 
+def tree_cpu_s(process: psutil.Process) -> float:
+    """User + system CPU seconds of ``process`` and its live children (a server's worker processes)."""
+    total = 0.0
+    for p in (process, *process.children(recursive=True)):
+        try:
+            total += sum(p.cpu_times()[:2])
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
 def drive(url: str, pid: int, texts_file: Path, duration_s: float, warmup_s: float, max_requests: int,
-          model: str | None) -> list[dict]:
-    """Every concurrency level against one running server; ``model`` names Presso's metrics to read."""
+          model: str | None, path: str = "/ner", body: tuple[str, str] = ('{"text": ', "}"),
+          levels_: tuple[int, ...] = LEVELS) -> list[dict]:
+    """Every concurrency level against one running server (``path``, bodies ``body[0] + JSON text +
+    body[1]``); ``model`` names Presso's metrics to read (None for another server)."""
     server = psutil.Process(pid)
     levels = []
-    for clients in LEVELS:
-        wrk.run(url, texts_file, clients, warmup_s)
+    for clients in levels_:
+        wrk.run(url, texts_file, clients, warmup_s, path, body=body)
         before = batch_histogram(url, model) if model else None
-        cpu0 = sum(server.cpu_times()[:2])
-        r = wrk.run(url, texts_file, clients, duration_s, max_requests=max_requests)
-        cpu_s = sum(server.cpu_times()[:2]) - cpu0
+        cpu0 = tree_cpu_s(server)
+        r = wrk.run(url, texts_file, clients, duration_s, path, max_requests=max_requests, body=body)
+        cpu_s = tree_cpu_s(server) - cpu0
         level = {"concurrency": clients, "throughput_rps": round(r["ok"] / r["duration_s"], 1),
                  "p50_ms": r["p50_ms"], "p95_ms": r["p95_ms"], "p99_ms": r["p99_ms"], "ok": r["ok"],
                  "errors": r["5xx"] + r["socket_errors"] + r["timeouts"], "rejected_429": r["429"],
+                 "client_errors_4xx": r["4xx"] - r["429"],
                  "duration_s": r["duration_s"], "server_cpu_cores": round(cpu_s / r["duration_s"], 2),
+                 "server_cpu_ms_per_request": round(1000 * cpu_s / r["ok"], 2) if r["ok"] else None,
                  "loadgen_cpu_cores": round(r["loadgen_cpu_s"] / r["duration_s"], 2)}
         if not r["ok"]:  # wrk reports 0 ms when nothing finished: say "no measurement", not "fast"
             level.update({"p50_ms": None, "p95_ms": None, "p99_ms": None})

@@ -36,11 +36,14 @@ def write_texts(texts: list[str], path: Path) -> Path:
 
 
 def start(url: str, texts_file: Path, connections: int, duration_s: float, paths: str = "/ner",
-          max_requests: int = 0, timeout_s: float = 30, delay_ms: float = 0) -> subprocess.Popen:
+          max_requests: int = 0, timeout_s: float = 30, delay_ms: float = 0,
+          body: tuple[str, str] = ('{"text": ', "}")) -> subprocess.Popen:
     """Start one wrk process (``connections`` closed-loop clients, each pausing ``delay_ms`` between
-    requests) against ``url``; see :func:`result`."""
+    requests) against ``url``; each request body is ``body[0] + <JSON string of a text> + body[1]``;
+    see :func:`result`."""
     env = {**os.environ, "PRESSO_WRK_TEXTS": str(texts_file), "PRESSO_WRK_PATHS": paths,
-           "PRESSO_WRK_MAX_REQUESTS": str(max_requests), "PRESSO_WRK_DELAY_MS": str(int(round(delay_ms)))}
+           "PRESSO_WRK_MAX_REQUESTS": str(max_requests), "PRESSO_WRK_DELAY_MS": str(int(round(delay_ms))),
+           "PRESSO_WRK_BODY_PREFIX": body[0], "PRESSO_WRK_BODY_SUFFIX": body[1]}
     cmd = [wrk_binary(), "-t1", f"-c{connections}", f"-d{max(1, round(duration_s))}s", "--timeout",
            f"{int(timeout_s)}s", "-s", str(SCRIPT), url]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -60,10 +63,10 @@ def result(output: str) -> dict:
 
 
 def run(url: str, texts_file: Path, connections: int, duration_s: float, paths: str = "/ner",
-        max_requests: int = 0, delay_ms: float = 0) -> dict:
+        max_requests: int = 0, delay_ms: float = 0, body: tuple[str, str] = ('{"text": ', "}")) -> dict:
     """Run wrk to completion; its result plus ``loadgen_cpu_s`` (CPU seconds wrk used)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    proc = start(url, texts_file, connections, duration_s, paths, max_requests, delay_ms=delay_ms)
+    proc = start(url, texts_file, connections, duration_s, paths, max_requests, delay_ms=delay_ms, body=body)
     out, _ = proc.communicate(timeout=duration_s + 120)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     report = result(out)

@@ -1,4 +1,5 @@
--- wrk script: POST real texts (one JSON string per line of $PRESSO_WRK_TEXTS) as {"text": ...},
+-- wrk script: POST real texts (one JSON string per line of $PRESSO_WRK_TEXTS) as {"text": ...}
+-- (or as $PRESSO_WRK_BODY_PREFIX .. text .. $PRESSO_WRK_BODY_SUFFIX, for another server's schema),
 -- cycling through the comma-separated paths in $PRESSO_WRK_PATHS (default /ner). Each thread
 -- stops after $PRESSO_WRK_MAX_REQUESTS responses (0 = only the -d duration bounds the run);
 -- each connection pauses $PRESSO_WRK_DELAY_MS between requests (open-ish loop at a set rate).
@@ -12,6 +13,8 @@ for p in string.gmatch(os.getenv("PRESSO_WRK_PATHS") or "/ner", "[^,]+") do path
 local max_requests = tonumber(os.getenv("PRESSO_WRK_MAX_REQUESTS") or "0")
 -- Milliseconds each connection waits before its next request (0 = closed loop at full speed).
 local delay_ms = tonumber(os.getenv("PRESSO_WRK_DELAY_MS") or "0")
+local body_prefix = os.getenv("PRESSO_WRK_BODY_PREFIX") or '{"text": '
+local body_suffix = os.getenv("PRESSO_WRK_BODY_SUFFIX") or '}'
 -- Counters live in each thread's Lua state; done() runs in the main state and reads them.
 local n = 0
 ok_n, c4xx, c5xx, c429 = 0, 0, 0, 0
@@ -25,7 +28,7 @@ end
 request = function()
   n = n + 1
   local path = paths[(n % #paths) + 1]
-  local body = '{"text": ' .. texts[((n + (offset or 0)) % #texts) + 1] .. '}'
+  local body = body_prefix .. texts[((n + (offset or 0)) % #texts) + 1] .. body_suffix
   return wrk.format("POST", path, {["Content-Type"] = "application/json"}, body)
 end
 
