@@ -258,7 +258,7 @@ def bench_peers(
         report = run_peers(models_dir, model, work_dir / "fp32", work_dir / "pruned"
                            if (work_dir / "pruned" / "config.json").exists() else None, out_dir, venv, duration_s,
                            warmup_s)
-    except (FileNotFoundError, ValueError, ArtifactError) as exc:
+    except (FileNotFoundError, ValueError, RuntimeError, ArtifactError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     typer.echo(json.dumps({"ratios": report["ratios"], "targets_met": report["targets_met"]}, indent=2))

