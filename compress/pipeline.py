@@ -121,6 +121,7 @@ class Build:
         self.stages: list[dict] = []
         self.preds: dict[str, list] = {}
         self.histories: dict[str, dict] = {}
+        self.fine_tuning: dict | None = None  # method, parameters, time, memory (None: not fine-tuned here)
 
     def casing_decision(self) -> dict:
         """Whether the model gets casing classes (:mod:`presso.core.casing`), and why: a reused
@@ -188,13 +189,35 @@ class Build:
             model = load_model(self.task, self.base.path, self.splits.labels)
             if self.casing["enabled"]:
                 enable_casing(model)
-            model, self.histories["fine_tune"] = self.clock.run(
-                "fine_tune", fine_tune, model, self.tokenizer, self.splits, self.profile, self.work,
-                self.profile.epochs[self.task], self.train, self.validation, "fine_tune", plateau=self.plateau)
+            model = self.fine_tune_weights(model)
             if self.main_process:  # a complete Hugging Face folder: ``--fine-tuned`` accepts it as is
                 model.save_pretrained(checkpoint)
                 self.tokenizer.save_pretrained(checkpoint)
         self.evaluate("fp32", "pytorch", as_numpy_logits(model), dir_bytes(checkpoint, "*.safetensors"))
+        return model
+
+    def fine_tune_weights(self, model):
+        """Train ``model`` with the profile's method: every weight (``full``), or LoRA adapters
+        (:mod:`presso.compress.lora`) merged into the weights afterwards; records the method,
+        trainable parameters, time and peak resident memory in ``self.fine_tuning``."""
+        from presso.compress import lora
+
+        profile, method = self.profile, self.profile.method
+        if method == "lora":
+            model = lora.wrap(model, self.adapter, profile.lora, self.task, self.casing["enabled"])
+            profile = profile.model_copy(update={"learning_rate": profile.lora.learning_rate})
+        counts = lora.parameter_counts(model)
+        model, self.histories["fine_tune"] = self.clock.run(
+            "fine_tune", fine_tune, model, self.tokenizer, self.splits, profile, self.work,
+            profile.epochs[self.task], self.train, self.validation, "fine_tune", plateau=self.plateau)
+        self.fine_tuning = {"method": method, "trainable_parameters": counts["trainable"],
+                            "total_parameters": counts["total"], "learning_rate": profile.learning_rate,
+                            "seconds": self.clock.times["fine_tune"], "peak_rss_bytes": lora.peak_rss_bytes()}
+        if method == "lora":
+            model = lora.merge(model)
+            self.fine_tuning["lora"] = {**profile.lora.model_dump(), "target_modules": list(
+                profile.lora.target_modules or self.adapter.lora_targets), "merged": "merge_and_unload"}
+        log.info("stage fine_tune: %s, %d of %d parameters trained", method, counts["trainable"], counts["total"])
         return model
 
     def prune(self, model):
@@ -304,6 +327,7 @@ class Build:
             "metric": metric,
             "stages": {s["stage"]: {k: v for k, v in s.items() if k != "stage"} for s in self.stages},
             "fine_tune_reused_from": self.histories["fine_tune"].get("reused_checkpoint"),
+            "fine_tuning": self.fine_tuning,
             "summary": {
                 f"test_{metric}_fp32": first["metrics"][metric],
                 f"test_{metric}_int8": final["metrics"][metric],

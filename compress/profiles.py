@@ -5,6 +5,8 @@ few-minute budget; a user's data gets ``user_data`` (train until validation plat
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 
@@ -20,6 +22,21 @@ class PlateauBudget(BaseModel):
     max_steps: int = Field(6000, ge=1)
     evaluations_per_epoch: float = Field(2.0, gt=0)
     patience: int = Field(3, ge=1)
+
+
+class LoraSettings(BaseModel):
+    """LoRA (Hu et al. 2021, "LoRA: Low-Rank Adaptation of Large Language Models"): each targeted
+    projection ``W`` becomes ``W + (alpha / rank) * B @ A`` with ``A`` ``[rank, in]`` and ``B``
+    ``[out, rank]`` trained and ``W`` frozen; the task head (and the casing rows of the token-type
+    embedding, when casing is on) train fully. ``target_modules`` None: the architecture adapter's
+    (query and value projections for BERT, as in the paper). ``learning_rate``: LoRA's usual
+    higher rate (the paper's GLUE runs use 4e-4 to 5e-4 for RoBERTa-base)."""
+
+    rank: int = Field(16, ge=1)
+    alpha: float = Field(32.0, gt=0)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    learning_rate: float = Field(5e-4, gt=0)
+    target_modules: list[str] | None = None
 
 
 class Profile(BaseModel):
@@ -70,6 +87,9 @@ class Profile(BaseModel):
     user_data: PlateauBudget = Field(default_factory=PlateauBudget, description="budget for --task builds on a "
                                      "user's files (epochs, recovery_epochs and max_train_examples apply to the "
                                      "built-in datasets)")
+    method: Literal["full", "lora"] = Field("full", description="fine-tuning: every weight ('full') or LoRA "
+                                            "adapters merged into the weights before pruning ('lora')")
+    lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA settings (method 'lora')")
     int8_fp32_fallback: bool = Field(True, description="ship the fp32 graph when no INT8 variant is eligible "
                                      "(recorded as int8_variant 'fp32'), instead of failing the gate")
 

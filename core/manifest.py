@@ -105,6 +105,7 @@ class Manifest(BaseModel):
     accuracy_gate: dict[str, Any] | None = None
     training_budget: dict[str, Any] | None = None
     fine_tune_reused_from: str | None = None
+    fine_tuning: dict[str, Any] | None = None  # method ('full' / 'lora'), trainable parameters, seconds, peak RSS
     pruning: dict[str, Any] | None = None
     export: dict[str, Any] | None = None
     graph_optimization: dict[str, Any] | None = None

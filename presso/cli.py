@@ -23,6 +23,11 @@ class Task(str, Enum):
     classify = "classify"
 
 
+class Method(str, Enum):
+    full = "full"
+    lora = "lora"
+
+
 def _logging(level: str = "INFO") -> None:
     from presso.service.logs import configure_logging
 
@@ -65,6 +70,9 @@ def build(
                                               "and the gate's reference"),
     seed: Optional[int] = typer.Option(None, help="seed of data order, dropout, head initialisation and sampled "
                                        "batches (default: the profile's, 13); recorded in the manifest"),
+    method: Optional[Method] = typer.Option(None, help="fine-tuning: full (every weight; the profile's default) or "
+                                            "lora (LoRA adapters through peft, merged into the weights before "
+                                            "pruning)"),
 ) -> None:
     """Fine-tune, prune, export, quantize and evaluate a model, and write models/<name>/.
 
@@ -88,6 +96,12 @@ def build(
                                  param_hint="--train")
     if reuse_fine_tuned and work_dir is None:
         raise typer.BadParameter("--reuse-fine-tuned needs --work-dir", param_hint="--reuse-fine-tuned")
+    if method is Method.lora and fine_tuned is not None:
+        raise typer.BadParameter("--method lora fine-tunes; --fine-tuned models are not fine-tuned again",
+                                 param_hint="--method")
+    if method is Method.lora and reuse_fine_tuned:
+        raise typer.BadParameter("--method lora fine-tunes; --reuse-fine-tuned skips fine-tuning",
+                                 param_hint="--method")
     from presso.compress.base_model import BaseModelError, fine_tuned_labels, local_base_model
 
     if base_model is not None and fine_tuned is not None:
@@ -125,7 +139,8 @@ def build(
         except BaseModelError as exc:
             typer.echo(f"error: --fine-tuned {exc}", err=True)
             raise typer.Exit(2)
-    chosen = PROFILES[profile] if seed is None else PROFILES[profile].model_copy(update={"seed": seed})
+    update = {k: v for k, v in {"seed": seed, "method": method.value if method else None}.items() if v is not None}
+    chosen = PROFILES[profile].model_copy(update=update)
     try:
         manifest = run_build(splits, name, models_dir, chosen, work_dir, reuse_fine_tuned, base,
                              fine_tuned=fine_tuned is not None)

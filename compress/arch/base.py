@@ -32,6 +32,8 @@ class Adapter:
             otherwise why heads are not pruned.
         ffn_in_nodes / ffn_out_nodes / attention_score_nodes: regular expressions over the
             exported ONNX node names (``torch.onnx`` names nodes by module path).
+        lora_targets: module names LoRA adapts by default (the attention query and value
+            projections, as in Hu et al. 2021).
     """
 
     family: str
@@ -45,6 +47,7 @@ class Adapter:
     positions_after_padding: bool = False  # RoBERTa: position ids start at pad_token_id + 1
     layers_attr: str = "num_hidden_layers"
     ffn_width_attr: str = "intermediate_size"
+    lora_targets: tuple[str, ...] = ("query", "value")
 
     # -- layers -------------------------------------------------------------------------------
     def encoder(self, model):

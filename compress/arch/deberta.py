@@ -9,4 +9,5 @@ DEBERTA_V2 = Adapter(
     fusion_note="ONNX Runtime's transformer optimizer has no fusion for DeBERTa's disentangled attention; "
                 "the unfused graph is used",
     head_pruning_note="transformers raises NotImplementedError in DebertaV2Model._prune_heads",
-    attention_score_nodes=(r"attention/self/MatMul(_\d+)?$", r"attention/self/.*bmm"))
+    attention_score_nodes=(r"attention/self/MatMul(_\d+)?$", r"attention/self/.*bmm"),
+    lora_targets=("query_proj", "value_proj"))

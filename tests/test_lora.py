@@ -1,0 +1,121 @@
+"""LoRA fine-tuning (``--method lora``): adapters on every architecture family's targets, the head and
+the casing embedding trained fully, the merge exact, and a build through every stage recording it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("peft")
+
+from presso.bench.arch import FAMILIES, tiny_config  # noqa: E402
+from tests.test_arch_build import base_folder, conll, sentences  # noqa: E402
+
+
+def tiny(family: str, task: str):
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    config = tiny_config(family)
+    config.num_labels = 5 if task == "ner" else 3
+    cls = transformers.AutoModelForTokenClassification if task == "ner" else \
+        transformers.AutoModelForSequenceClassification
+    return cls.from_config(config).eval()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("task", ["ner", "classify"])
+def test_lora_targets_every_family_and_the_merge_is_exact(family, task):
+    import torch
+
+    from presso.compress import lora
+    from presso.compress.arch import adapter_for
+    from presso.compress.profiles import LoraSettings
+
+    model = tiny(family, task)
+    total = sum(p.numel() for p in model.parameters())
+    adapter = adapter_for(model)
+    wrapped = lora.wrap(model, adapter, LoraSettings(rank=4, alpha=8), task, casing=False)
+    counts = lora.parameter_counts(wrapped)
+    assert 0 < counts["trainable"] < 0.5 * total
+    trainable = [n for n, p in wrapped.named_parameters() if p.requires_grad]
+    assert any("lora_A" in n for n in trainable)
+    assert any("classifier" in n or "score" in n or "out_proj" in n for n in trainable), trainable  # the head
+    with torch.no_grad():  # make the update non-zero (B starts at zero) so the merge has something to add
+        for name, p in wrapped.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    wrapped.eval()
+    ids = torch.randint(5, 100, (2, 9))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    with torch.inference_mode():
+        before = wrapped(**batch).logits
+    merged = lora.merge(wrapped)
+    assert type(merged).__name__ == type(model).__name__
+    assert not any("lora" in n for n, _ in merged.named_parameters())
+    assert all(p.requires_grad for p in merged.parameters())  # recovery fine-tunes every weight
+    with torch.inference_mode():
+        assert torch.allclose(merged(**batch).logits, before, atol=1e-4)
+
+
+def test_casing_rows_train_with_lora():
+    from presso.compress import lora
+    from presso.compress.arch import adapter_for
+    from presso.compress.profiles import LoraSettings
+    from presso.compress.train import enable_casing
+
+    model = tiny("bert", "ner")
+    enable_casing(model)
+    wrapped = lora.wrap(model, adapter_for(model), LoraSettings(), "ner", casing=True)
+    trainable = [n for n, p in wrapped.named_parameters() if p.requires_grad]
+    assert any("token_type_embeddings" in n for n in trainable)
+    assert not any("word_embeddings" in n for n in trainable)
+
+
+def test_unknown_target_module_is_an_error_naming_it():
+    from presso.compress import lora
+    from presso.compress.arch import adapter_for
+    from presso.compress.profiles import LoraSettings
+
+    model = tiny("bert", "classify")
+    with pytest.raises(ValueError, match="no_such_proj"):
+        lora.wrap(model, adapter_for(model), LoraSettings(target_modules=["no_such_proj"]), "classify", False)
+
+
+def test_a_lora_build_runs_every_stage_and_records_the_method(tmp_path):
+    from typer.testing import CliRunner
+
+    from presso.cli import app
+
+    folder = base_folder(tmp_path, "distilbert")
+    train = tmp_path / "train.txt"
+    conll(train, sentences(160))
+    result = CliRunner().invoke(app, ["build", "--task", "ner", "--train", str(train), "--base-model", str(folder),
+                                      "--profile", "smoke", "--method", "lora", "--models-dir",
+                                      str(tmp_path / "models"), "--name", "lora-ner"])
+    assert result.exit_code in (0, 3), result.output  # a tiny random encoder may fail the gate; stages ran
+    path = tmp_path / "models" / ("lora-ner/manifest.json" if result.exit_code == 0 else "lora-ner.gate-report.json")
+    manifest = json.loads(path.read_text())
+    manifest = manifest.get("manifest", manifest)
+    ft = manifest["fine_tuning"]
+    assert ft["method"] == "lora" and 0 < ft["trainable_parameters"] < ft["total_parameters"]
+    assert ft["lora"]["target_modules"] == ["q_lin", "v_lin"] and ft["lora"]["merged"] == "merge_and_unload"
+    assert ft["learning_rate"] == ft["lora"]["learning_rate"] and ft["peak_rss_bytes"] > 10_000_000
+    assert ft["seconds"] == manifest["stage_seconds"]["fine_tune"]
+    assert manifest["profile"]["method"] == "lora"
+    assert {"fp32", "pruned_fp32", "int8"} <= set(manifest["stages"])
+
+
+def test_lora_with_a_fine_tuned_checkpoint_is_a_one_line_error(tmp_path):
+    from typer.testing import CliRunner
+
+    from presso.cli import app
+
+    train = tmp_path / "train.txt"
+    conll(train, sentences(20))
+    result = CliRunner().invoke(app, ["build", "--task", "ner", "--train", str(train), "--fine-tuned", str(tmp_path),
+                                      "--method", "lora"])
+    assert result.exit_code == 2 and "--method lora" in result.output
