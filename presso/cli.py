@@ -369,6 +369,34 @@ def bench_ner_quality(
     typer.echo(json.dumps(report["summary"], indent=2))
 
 
+@bench.command("lora")
+def bench_lora(
+    build: list[str] = typer.Option(..., help="TASK:METHOD=PATH of a build's manifest.json, TASK ner or classify, "
+                                    "METHOD full or lora (repeat for each of the four)"),
+    out_dir: Path = typer.Option(Path("reports"), help="where lora.json and lora.md go"),
+    probe_steps: int = typer.Option(30, min=5, help="optimizer steps of each side-by-side cost probe"),
+) -> None:
+    """LoRA vs full fine-tuning: test metric of fp32 and shipped models, trainable parameters, time, memory."""
+    from presso.bench.lora import run as run_lora
+    from presso.core.manifest import ArtifactError
+
+    manifests = {}
+    for value in build:
+        key, sep, path = value.partition("=")
+        task, colon, method = key.partition(":")
+        if not sep or not colon or task not in ("ner", "classify") or method not in ("full", "lora") \
+                or not Path(path).is_file():
+            raise typer.BadParameter(f"expected TASK:METHOD=FILE (ner|classify, full|lora, an existing file), got "
+                                     f"{value!r}", param_hint="--build")
+        manifests[(task, method)] = Path(path)
+    try:
+        report = run_lora(manifests, out_dir, probe_steps)
+    except (ValueError, ArtifactError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(json.dumps(report["summary"], indent=2))
+
+
 @bench.command("arch")
 def bench_arch(
     out_dir: Path = typer.Option(Path("reports"), help="where arch-support.json and .md go"),

@@ -119,3 +119,36 @@ def test_lora_with_a_fine_tuned_checkpoint_is_a_one_line_error(tmp_path):
     result = CliRunner().invoke(app, ["build", "--task", "ner", "--train", str(train), "--fine-tuned", str(tmp_path),
                                       "--method", "lora"])
     assert result.exit_code == 2 and "--method lora" in result.output
+
+
+def test_lora_report_gaps_and_table(tmp_path, fake_models_dir, monkeypatch):
+    from presso.bench import lora as bench_lora
+    from presso.core.manifest import parse_manifest
+
+    def manifest_file(name: str, task: str, method: str, shipped: float) -> object:
+        metric = bench_lora.TASKS[task]
+        base = parse_manifest(fake_models_dir / ("fake-ner" if task == "ner" else "fake-sentiment")).to_json()
+        base.update(metric=metric, summary={f"test_{metric}_fp32": shipped + 0.01, f"test_{metric}_int8": shipped,
+                                            "int8_variant": "static"},
+                    stage_seconds={"fine_tune": 100.0, "recovery": 50.0},
+                    fine_tuning={"method": method, "trainable_parameters": 10 if method == "lora" else 1000,
+                                 "total_parameters": 1010 if method == "lora" else 1000})
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(base))
+        return path
+
+    monkeypatch.setattr(bench_lora, "_probe_subprocess", lambda task, method, steps: {
+        "seconds_per_step": 1.0 if method == "full" else 0.6, "peak_rss_bytes": 2000 if method == "full" else 1500,
+        "trainable_parameters": 0, "total_parameters": 0})
+    manifests = {("ner", "full"): manifest_file("nf", "ner", "full", 0.88),
+                 ("ner", "lora"): manifest_file("nl", "ner", "lora", 0.872),
+                 ("classify", "full"): manifest_file("cf", "classify", "full", 0.78),
+                 ("classify", "lora"): manifest_file("cl", "classify", "lora", 0.765)}
+    report = bench_lora.run(manifests, tmp_path / "out", probe_steps=5)
+    s = report["summary"]
+    assert s["ner_lora_gap_points"] == 0.8 and s["ner_within_target"] is True
+    assert s["classify_lora_gap_points"] == 1.5 and s["classify_within_target"] is False
+    assert s["ner_peak_rss_ratio_lora_vs_full"] == 0.75 and s["ner_step_time_ratio_lora_vs_full"] == 0.6
+    assert "| ner | lora | 10 of 1,010 |" in (tmp_path / "out" / "lora.md").read_text()
+    with pytest.raises(ValueError, match="given as 'full'"):
+        bench_lora.run({("ner", "full"): manifests[("ner", "lora")]}, tmp_path / "out")
