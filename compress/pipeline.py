@@ -221,7 +221,11 @@ class Build:
         return model
 
     def prune(self, model):
-        """Structured pruning, then a recovery fine-tune distilled from the fp32 model."""
+        """Structured pruning, then a recovery fine-tune distilled from the fp32 model (skipped, and
+        recorded as such, when the profile says ``prune: false``)."""
+        if not self.profile.prune:
+            log.info("stage prune: skipped (profile prune: false); the fine-tuned model is exported as it is")
+            return model, {"skipped": True, "reason": "profile prune: false"}
         teacher = copy.deepcopy(model) if self.profile.distill_alpha > 0 else None
         batches = importance_batches(self.tokenizer, self.splits, self.profile, self.train, uses_casing(model))
         pruning = self.clock.run("prune", prune_model, model, batches, self.profile.prune_heads_ratio,

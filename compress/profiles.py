@@ -53,6 +53,8 @@ class Profile(BaseModel):
     max_seq_len: int = 128
     label_continuations: bool = Field(True, description="NER: train later sub-tokens of a word as inside "
                                       "its entity (see compress.train)")
+    prune: bool = Field(True, description="structured pruning and its distilled recovery; False ships the "
+                        "fine-tuned encoder unpruned (exported and quantized the same way)")
     prune_heads_ratio: float = Field(0.35, description="fraction of all attention heads removed")
     prune_ffn_ratio: float = Field(0.55, description="fraction of FFN intermediate neurons removed per layer")
     importance_batches: int = 40

@@ -73,6 +73,8 @@ def build(
     method: Optional[Method] = typer.Option(None, help="fine-tuning: full (every weight; the profile's default) or "
                                             "lora (LoRA adapters through peft, merged into the weights before "
                                             "pruning)"),
+    prune: bool = typer.Option(True, "--prune/--no-prune", help="--no-prune: skip structured pruning and its "
+                               "recovery (an unpruned INT8 model, e.g. a cascade's accurate last step)"),
 ) -> None:
     """Fine-tune, prune, export, quantize and evaluate a model, and write models/<name>/.
 
@@ -140,6 +142,7 @@ def build(
             typer.echo(f"error: --fine-tuned {exc}", err=True)
             raise typer.Exit(2)
     update = {k: v for k, v in {"seed": seed, "method": method.value if method else None}.items() if v is not None}
+    update.update({} if prune else {"prune": False})
     chosen = PROFILES[profile].model_copy(update=update)
     try:
         manifest = run_build(splits, name, models_dir, chosen, work_dir, reuse_fine_tuned, base,
@@ -179,11 +182,12 @@ def serve(
                    f"presso build ner (or sentiment, or --task with your data)", err=True)
         raise typer.Exit(2)
     from presso.core.manifest import ArtifactError
+    from presso.service.routing import RoutesError
 
     try:
         run(settings)
-    except ArtifactError as exc:  # a broken artifact, a graph that fails to load, reference outputs that differ
-        typer.echo(f"error: {exc}", err=True)
+    except (ArtifactError, RoutesError) as exc:  # a broken artifact or routes file, a graph that fails to
+        typer.echo(f"error: {exc}", err=True)    # load, reference outputs that differ
         raise typer.Exit(2) from None
 
 
@@ -207,6 +211,47 @@ def eval_http(
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(text + "\n")
     typer.echo(text)
+
+
+@app.command()
+def calibrate(
+    route: str = typer.Argument(..., help="a cascade route of the routes file"),
+    routes_file: Optional[Path] = typer.Option(None, help="the routes file to rewrite (default: PRESSO_ROUTES_FILE)"),
+    models_dir: Optional[Path] = typer.Option(None, help="artifacts the route names (default: PRESSO_MODELS_DIR)"),
+    dataset: Optional[Builtin] = typer.Option(None, help="texts: this built-in dataset's validation split"),
+    texts: Optional[Path] = typer.Option(None, help="texts: one per line, or .jsonl with a 'text' field"),
+    limit: Optional[int] = typer.Option(None, min=1, help="use the first N texts only"),
+    target: float = typer.Option(0.995, min=0.0, max=1.0, help="least share of texts answered exactly as the "
+                                 "route's last model answers them"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the thresholds, leave the file as it is"),
+) -> None:
+    """Choose a cascade's thresholds on validation texts and write them into the routes file, with
+    the measured agreement with the last model and the share of texts each step answers."""
+    _logging("WARNING")
+    from presso.calibrate import CalibrationInputError, builtin_validation_texts, calibrate as run_calibration, read_texts
+    from presso.core.manifest import ArtifactError
+    from presso.service.routing import RoutesError
+    from presso.service.settings import Settings
+
+    if (dataset is None) == (texts is None):
+        typer.echo("error: give the texts with --dataset (a built-in validation split) or --texts FILE", err=True)
+        raise typer.Exit(2)
+    settings = Settings()
+    routes_file = routes_file or settings.routes_file
+    if routes_file is None:
+        typer.echo("error: no routes file: give --routes-file or set PRESSO_ROUTES_FILE", err=True)
+        raise typer.Exit(2)
+    try:
+        chosen = builtin_validation_texts(dataset.value) if dataset else read_texts(texts)
+        source = f"{dataset.value} validation split" if dataset else str(texts)
+        result = run_calibration(route, routes_file, models_dir or settings.models_dir, chosen[:limit], target,
+                                 source, write=not dry_run)
+    except (RoutesError, CalibrationInputError, ArtifactError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(json.dumps({"route": route, "thresholds": result.thresholds, "agreement": result.agreement,
+                           "target": result.target, "share_answered": result.shares, "examples": result.examples,
+                           "written": None if dry_run else str(routes_file)}, indent=2))
 
 
 bench = typer.Typer(help="Benchmarks that write JSON (and plots) under reports/.", no_args_is_help=True)

@@ -24,6 +24,7 @@ from presso.service.metrics import Metrics, exposition
 from presso.service.middleware import ApiKeys, BodyLimit, DrainGate, JsonByDefault, MetricsMiddleware
 from presso.service.registry import LoadedModel
 from presso.service.responses import error_response, service_error_response, validation_error_response
+from presso.service.routing import Routing
 from presso.service.schemas import ErrorBody, InferenceRequest
 from presso.service.settings import Settings
 from presso.service.tasks import TASKS, TaskPlugin
@@ -44,6 +45,7 @@ class ApiError(Exception):
 def create_app(settings: Settings, models: dict[str, LoadedModel] | None = None) -> FastAPI:
     """Build the app. ``models`` (already loaded) skips loading from ``settings.models_dir`` (tests)."""
     plane = DataPlane(settings, Metrics(), models)
+    routing = Routing.from_settings(plane)  # the file's shape now; its models once they are loaded
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -53,6 +55,7 @@ def create_app(settings: Settings, models: dict[str, LoadedModel] | None = None)
 
             metrics_server, _ = start_http_server(settings.metrics_port, settings.host, plane.metrics.registry)
         await plane.start()
+        routing.check()
         try:
             yield
         finally:
@@ -63,18 +66,19 @@ def create_app(settings: Settings, models: dict[str, LoadedModel] | None = None)
     app = FastAPI(title="Presso", version=VERSION, lifespan=lifespan,
                   description="Compressed transformer inference: NER and text classification.")
     app.state.presso = plane
+    app.state.routing = routing
     document_limits(app, settings)
     install_error_handlers(app)
     # Starlette wraps the last added outermost: metrics + request id -> drain -> keys -> body -> JSON
     # -> the inference request path (POST on the task routes), then FastAPI's router for the rest.
-    app.add_middleware(InferenceEndpoints, plane=plane)
+    app.add_middleware(InferenceEndpoints, plane=plane, routing=routing)
     app.add_middleware(JsonByDefault)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout_s=settings.body_read_timeout_s)
     app.add_middleware(ApiKeys, settings=settings)
     app.add_middleware(DrainGate, lifecycle=plane)
     app.add_middleware(MetricsMiddleware, metrics=plane.metrics)
 
-    endpoints = InferenceEndpoints(app.router, plane)
+    endpoints = InferenceEndpoints(app.router, plane, routing)
     for plugin in TASKS.values():
         add_task_route(app, plugin, endpoints)
     oip.install(app, plane, VERSION)

@@ -166,7 +166,8 @@ class DataPlane:
 
     async def infer(self, task: Task, texts: list[str], *, single: bool = False, model: str | None = None,
                     timeout_ms: float | None = None, arrived_at: float | None = None,
-                    disconnected: Disconnected | None = None) -> tuple[LoadedModel, list[dict]]:
+                    disconnected: Disconnected | None = None,
+                    with_confidence: bool = False) -> tuple[LoadedModel, list[dict]]:
         """Results of ``texts`` in input order, each the task plug-in's fields.
 
         Args:
@@ -178,6 +179,8 @@ class DataPlane:
                 from ``arrived_at`` (monotonic seconds; default now).
             disconnected: awaitable factory that returns when the client leaves; its queued
                 sequences are then dropped before inference (as TEI does).
+            with_confidence: each result also has ``confidence`` in [0, 1] (the task's definition;
+                what cascades compare with their thresholds).
 
         Raises:
             Any :mod:`presso.service.errors` error (never a batcher's or ONNX Runtime's own).
@@ -188,7 +191,8 @@ class DataPlane:
             loaded = self.pick(task, model)
             batcher = self.batchers[loaded.name]  # the pair is swapped together on reload
             try:
-                return loaded, await self._run_on(loaded, batcher, texts, single, deadline, timeout_ms, disconnected)
+                return loaded, await self._run_on(loaded, batcher, texts, single, deadline, timeout_ms, disconnected,
+                                                  with_confidence)
             except BatcherClosed:
                 if self.draining or self.batchers.get(loaded.name) is batcher:
                     raise errors.ShuttingDown(f"model {loaded.name} is shutting down") from None
@@ -216,7 +220,8 @@ class DataPlane:
                                        "text" if single else "texts") from None
 
     async def _run_on(self, model: LoadedModel, batcher: DynamicBatcher, texts: list[str], single: bool,
-                      deadline: float, timeout_ms: float, disconnected: Disconnected | None) -> list[dict]:
+                      deadline: float, timeout_ms: float, disconnected: Disconnected | None,
+                      with_confidence: bool = False) -> list[dict]:
         self.check_texts(texts, single)
 
         def expired(where: str) -> errors.Expired:
@@ -249,7 +254,11 @@ class DataPlane:
             raise errors.InferenceFailed(str(exc)) from None
         results, at = [], 0
         for text, windows in zip(texts, sequences):
-            results.append(model.assemble(text, partials[at: at + len(windows)]))
+            if with_confidence:
+                result, confidence = model.assemble_with_confidence(text, partials[at: at + len(windows)])
+                results.append({**result, "confidence": confidence})
+            else:
+                results.append(model.assemble(text, partials[at: at + len(windows)]))
             at += len(windows)
         return results
 

@@ -36,6 +36,15 @@ class UnknownModel(ServiceError):
     kind = "unknown_model"
 
 
+class UnknownRoute(ServiceError):
+    kind = "unknown_route"
+
+
+class RouteAndModel(ServiceError):
+    """A request named both a model and a route."""
+    kind = "route_and_model"
+
+
 class PathUnknownModel(UnknownModel):
     location = "path"
 

@@ -12,6 +12,7 @@ HTTP_STATUS: dict[type[errors.ServiceError], int] = {
     errors.TooManyTexts: 413, errors.TextTooLong: 413, errors.TooManyTokens: 413, errors.InvalidText: 422,
     errors.LongerThanModel: 422, errors.Expired: 504, errors.Overloaded: 429, errors.ClientGone: 499,
     errors.InferenceFailed: 500, errors.InvalidArtifact: 422, errors.ReloadInProgress: 409,
+    errors.UnknownRoute: 404, errors.RouteAndModel: 422,
 }
 
 

@@ -28,6 +28,7 @@ from presso.service.dataplane import DataPlane
 from presso.service.httputil import wait_for_disconnect
 from presso.service.middleware import header
 from presso.service.responses import error_response, service_error_response, validation_error_response
+from presso.service.routing import Routing
 from presso.service.schemas import InferenceRequest
 from presso.service.tasks import TASKS, TaskPlugin
 
@@ -39,8 +40,8 @@ JSON_TYPES = (b"application/json",)
 class InferenceEndpoints:
     """ASGI middleware answering ``POST`` on every task plug-in's route; everything else goes on to ``app``."""
 
-    def __init__(self, app, plane: DataPlane) -> None:
-        self.app, self.plane = app, plane
+    def __init__(self, app, plane: DataPlane, routing: Routing | None = None) -> None:
+        self.app, self.plane, self.routing = app, plane, routing or Routing(plane)
         self.routes: dict[str, TaskPlugin] = {p.route: p for p in TASKS.values()}
 
     async def __call__(self, scope, receive, send):
@@ -91,16 +92,22 @@ class InferenceEndpoints:
         except ValidationError as exc:
             problems = [{**p, "loc": ("body", *p.get("loc", ()))} for p in exc.errors(include_url=False)]
             return validation_error_response(problems, max_texts)
+        single = body.text is not None
+        route = self.routing.resolve(plugin.task, body.route, body.model)
         inflight = self.plane.metrics.inflight.labels(endpoint=plugin.route)
         inflight.inc()  # from a parsed body on: a stalled upload is not being served
         try:
-            model, results = await self.plane.infer(
-                plugin.task, body.all_texts(), single=body.text is not None, model=body.model,
-                timeout_ms=body.timeout_ms, arrived_at=scope.get("state", {}).get("arrived_at"),
-                disconnected=lambda: wait_for_disconnect(receive))
+            kwargs = {"single": single, "timeout_ms": body.timeout_ms,
+                      "arrived_at": scope.get("state", {}).get("arrived_at"),
+                      "disconnected": lambda: wait_for_disconnect(receive)}
+            if route is None:
+                model, results = await self.plane.infer(plugin.task, body.all_texts(), model=body.model, **kwargs)
+                name = {"model": model.name}
+            else:
+                results = await self.routing.answer(route, body.all_texts(), **kwargs)
+                name = {"route": route}
         finally:
             inflight.dec()
         # Built from validated parts: encoded as is, without a second validation pass.
-        answer = {"model": model.name, **results[0]} if body.text is not None else {"model": model.name,
-                                                                                   "results": results}
+        answer = {**name, **results[0]} if single else {**name, "results": results}
         return Response(orjson.dumps(answer), media_type="application/json")

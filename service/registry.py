@@ -163,6 +163,10 @@ class LoadedModel:
         """
         return self.plugin.assemble(text, partials, self.labels, self.constrained)
 
+    def assemble_with_confidence(self, text: str, partials: list) -> tuple[dict, float]:
+        """:meth:`assemble` and the answer's confidence in [0, 1] (the task plug-in's definition)."""
+        return self.plugin.assemble_with_confidence(text, partials, self.labels, self.constrained)
+
 
 def load_models(models_dir: Path, providers: list[str], intra_op_threads: int,
                 stride_tokens: int = 32, spinning: bool = True, alone_session: bool = False) -> dict[str, LoadedModel]:

@@ -21,7 +21,10 @@ class InferenceRequest(BaseModel):
     text: StrictStr = Field(None, description="one text")
     texts: list[StrictStr] = Field(None, description="several texts, answered in order", min_length=1,
                                    max_length=MAX_TEXTS_HARD_LIMIT)
-    model: StrictStr = Field(None, description="model name; default: the only model of the task")
+    model: StrictStr = Field(None, description="model name; default: the task's default route, else the only "
+                             "model of the task")
+    route: StrictStr = Field(None, description="route name (a confidence cascade of the routes file): each text "
+                             "is answered by the first model confident enough, and its result says which")
     timeout_ms: StrictInt = Field(None, ge=1, le=600_000, description="deadline in milliseconds from arrival; "
                                   "504 when it passes (default: the service's request_timeout_ms)")
 

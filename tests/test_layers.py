@@ -69,7 +69,7 @@ def _offenders(importer: str, forbidden: tuple[str, ...]) -> dict[str, list[str]
     return {m: d for m, d in out.items() if d}
 
 
-CLI = ("presso.cli", "presso.bench", "presso.report", "presso.http_eval")
+CLI = ("presso.cli", "presso.bench", "presso.report", "presso.http_eval", "presso.calibrate")
 
 
 def test_core_imports_neither_side():
@@ -92,6 +92,17 @@ def test_service_layers_import_only_downwards():
         assert not _offenders(module, transport), module
     for module in ("presso.service.batching", "presso.service.registry", "presso.service.tasks"):
         assert not _offenders(module, ("presso.service.dataplane",)), module
+
+
+def test_routing_is_a_policy_between_transport_and_the_data_plane():
+    """Routes (cascades) call the data plane; the data plane and everything below it never import them,
+    and routing never imports the transport."""
+    transport = ("presso.service.api", "presso.service.server", "presso.service.multiprocess",
+                 "presso.service.inference")
+    assert not _offenders("presso.service.routing", transport)
+    for module in ("presso.service.dataplane", "presso.service.batching", "presso.service.registry",
+                   "presso.service.tasks", "presso.service.errors", "presso.service.metrics"):
+        assert not _offenders(module, ("presso.service.routing",)), module
 
 
 def test_every_package_folder_is_installed():

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, Sequence
 
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, create_model
 
 from presso.core.encoding import Encoded, TextEncoder
 from presso.core.manifest import Task
@@ -36,3 +36,22 @@ class TaskPlugin:
     def assemble(self, text: str, partials: list, labels: Sequence[str], constrained: bool) -> dict:
         """One text's response fields from the partial results of its sequences, in order."""
         raise NotImplementedError
+
+    def assemble_with_confidence(self, text: str, partials: list, labels: Sequence[str],
+                                 constrained: bool) -> tuple[dict, float]:
+        """:meth:`assemble` and the answer's confidence in [0, 1] (what a cascade compares with its
+        thresholds; defined per task in :mod:`presso.service.routing`)."""
+        raise NotImplementedError
+
+
+def routed_response_models(result_model: type[BaseModel], prefix: str) -> tuple[type[BaseModel], type[BaseModel]]:
+    """``(single, batch)`` response schemas of a request answered through a route: each text's
+    fields plus the ``model`` that answered it and that answer's ``confidence``, under the route's name."""
+    fields = {"model": (str, Field(description="the model that answered this text")),
+              "confidence": (float, Field(description="the answer's confidence in [0, 1] (compared with the "
+                                                      "route's thresholds)"))}
+    routed = create_model(f"{prefix}RoutedResult", __base__=result_model, **fields)
+    single = create_model(f"{prefix}RoutedResponse", __base__=routed, route=(str, Field(description="the route")))
+    batch = create_model(f"{prefix}RoutedBatchResponse", route=(str, Field(description="the route")),
+                         results=(list[routed], ...))
+    return single, batch

@@ -12,7 +12,7 @@ from presso.core.classification import classify_logits
 from presso.core.encoding import Encoded, TextEncoder
 from presso.core.manifest import Task
 from presso.service.errors import LongerThanModel
-from presso.service.tasks.base import TaskPlugin
+from presso.service.tasks.base import TaskPlugin, routed_response_models
 
 
 class ClassifyResult(BaseModel):
@@ -32,12 +32,15 @@ class ClassifyBatchResponse(BaseModel):
     results: list[ClassifyResult]
 
 
+ClassifyRoutedResponse, ClassifyRoutedBatchResponse = routed_response_models(ClassifyResult, "Classify")
+
+
 class SequenceClassification(TaskPlugin):
     task = Task.SEQUENCE_CLASSIFICATION
     route = "/classify"
     summary = "Label and per-label probabilities"
     result_model = ClassifyResult
-    response_model = ClassifyResponse | ClassifyBatchResponse
+    response_model = ClassifyResponse | ClassifyBatchResponse | ClassifyRoutedResponse | ClassifyRoutedBatchResponse
 
     def split(self, encoder: TextEncoder, texts: Sequence[str]) -> list[list[Encoded]]:
         return [[e] for e in encoder.encode(texts)]
@@ -56,3 +59,8 @@ class SequenceClassification(TaskPlugin):
 
     def assemble(self, text: str, partials: list, labels: Sequence[str], constrained: bool) -> dict:
         return partials[0]
+
+    def assemble_with_confidence(self, text: str, partials: list, labels: Sequence[str],
+                                 constrained: bool) -> tuple[dict, float]:
+        """Confidence: the top label's probability."""
+        return partials[0], partials[0]["score"]

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from presso.core.encoding import Encoded, TextEncoder
 from presso.core.manifest import Task
 from presso.core.spans import WindowWord, group_entities, merge_windows, window_words
-from presso.service.tasks.base import TaskPlugin
+from presso.service.tasks.base import TaskPlugin, routed_response_models
 
 
 class Entity(BaseModel):
@@ -37,12 +37,15 @@ class NerBatchResponse(BaseModel):
     results: list[NerResult]
 
 
+NerRoutedResponse, NerRoutedBatchResponse = routed_response_models(NerResult, "Ner")
+
+
 class TokenClassification(TaskPlugin):
     task = Task.TOKEN_CLASSIFICATION
     route = "/ner"
     summary = "Named entities with character offsets"
     result_model = NerResult
-    response_model = NerResponse | NerBatchResponse
+    response_model = NerResponse | NerBatchResponse | NerRoutedResponse | NerRoutedBatchResponse
 
     def split(self, encoder: TextEncoder, texts: Sequence[str]) -> list[list[Encoded]]:
         return encoder.encode_windows(texts)
@@ -51,5 +54,13 @@ class TokenClassification(TaskPlugin):
         return window_words(logits, encoded.word_ids, encoded.offsets, labels)
 
     def assemble(self, text: str, partials: list, labels: Sequence[str], constrained: bool) -> dict:
-        spans = group_entities(merge_windows(partials, labels if constrained else None), text)
-        return {"entities": [s.as_dict() for s in spans], "windows": len(partials)}
+        return self.assemble_with_confidence(text, partials, labels, constrained)[0]
+
+    def assemble_with_confidence(self, text: str, partials: list, labels: Sequence[str],
+                                 constrained: bool) -> tuple[dict, float]:
+        """Confidence: the lowest probability of a word's decoded label among the text's words (one
+        doubtful word makes the whole text doubtful); 1.0 for a text without words."""
+        words = merge_windows(partials, labels if constrained else None)
+        spans = group_entities(words, text)
+        confidence = min((w.score for w in words), default=1.0)
+        return {"entities": [s.as_dict() for s in spans], "windows": len(partials)}, float(confidence)
