@@ -24,7 +24,7 @@ from presso.service.metrics import Metrics, exposition
 from presso.service.middleware import ApiKeys, BodyLimit, DrainGate, JsonByDefault, MetricsMiddleware
 from presso.service.registry import LoadedModel
 from presso.service.responses import error_response, service_error_response, validation_error_response
-from presso.service.routing import Routing
+from presso.service.routing.routes import Routing
 from presso.service.schemas import ErrorBody, InferenceRequest
 from presso.service.settings import Settings
 from presso.service.tasks import TASKS, TaskPlugin

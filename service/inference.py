@@ -28,7 +28,7 @@ from presso.service.dataplane import DataPlane
 from presso.service.httputil import wait_for_disconnect
 from presso.service.middleware import header
 from presso.service.responses import error_response, service_error_response, validation_error_response
-from presso.service.routing import Routing
+from presso.service.routing.routes import Routing
 from presso.service.schemas import InferenceRequest
 from presso.service.tasks import TASKS, TaskPlugin
 
