@@ -442,6 +442,36 @@ def bench_lora(
     typer.echo(json.dumps(report["summary"], indent=2))
 
 
+@bench.command("routes")
+def bench_routes(
+    dataset: Builtin = typer.Argument(Builtin.sentiment, help="built-in dataset: its validation split calibrates, "
+                                      "its test split measures"),
+    models_dir: Path = typer.Option(Path("models"), help="directory holding both artifacts"),
+    small: str = typer.Option("sentiment", help="the cheap first step (the shipped pruned model)"),
+    large: str = typer.Option("sentiment-large", help="the accurate last step (presso build --no-prune)"),
+    target: float = typer.Option(0.995, min=0.0, max=1.0, help="calibration: agreement with the large model"),
+    batch: int = typer.Option(8, min=1, help="texts per HTTP request"),
+    concurrency: int = typer.Option(16, min=1, help="requests in flight"),
+    limit: Optional[int] = typer.Option(None, min=1, help="test on the first N examples only"),
+    calibration_limit: Optional[int] = typer.Option(None, min=1, help="calibrate on the first N validation texts"),
+    out_dir: Path = typer.Option(Path("reports"), help="where routes.json and routes.png go"),
+) -> None:
+    """A confidence cascade (small -> large, calibrated) against each model alone, over HTTP."""
+    _logging("WARNING")
+    from presso.bench.routes import run as run_routes
+    from presso.calibrate import CalibrationInputError
+    from presso.core.manifest import ArtifactError
+    from presso.service.routing import RoutesError
+
+    try:
+        report = run_routes(models_dir, small, large, dataset.value, out_dir, batch, concurrency, target,
+                            limit=limit, calibration_limit=calibration_limit)
+    except (RoutesError, CalibrationInputError, ArtifactError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(json.dumps(report["summary"], indent=2))
+
+
 @bench.command("arch")
 def bench_arch(
     out_dir: Path = typer.Option(Path("reports"), help="where arch-support.json and .md go"),

