@@ -180,6 +180,28 @@ def merge_windows(windows: Sequence[Sequence[WindowWord]], labels: Sequence[str]
     With ``labels`` (``[num_labels]``) the text's tags are decoded jointly by :func:`iob2_viterbi`
     from those windows' probabilities; without, each word keeps its own argmax.
     """
+    best, spans = _best_windows(windows)
+    if labels is None:
+        return [Word(w.tag, w.score, start, end) for w, (start, end) in zip(best, spans)]
+    probs = np.stack([w.probs for w in best]) if best else np.zeros((0, len(labels)))
+    return decode_words(probs, spans, labels)
+
+
+def merged_probs(windows: Sequence[Sequence[WindowWord]], num_labels: int) -> tuple[list[tuple[int, int]], np.ndarray]:
+    """Each word's char span and label probabilities ``[num_words, num_labels]``, chosen across
+    windows as :func:`merge_windows` chooses them (what a weighted combination of models mixes)."""
+    best, spans = _best_windows(windows)
+    return spans, np.stack([w.probs for w in best]) if best else np.zeros((0, num_labels))
+
+
+def decode_words(probs: np.ndarray, spans: Sequence[tuple[int, int]], labels: Sequence[str]) -> list[Word]:
+    """IOB2-constrained words (:func:`iob2_viterbi`) from ``probs`` ``[num_words, num_labels]`` and
+    each word's char span."""
+    tags = iob2_viterbi(probs, labels)
+    return [Word(labels[c], float(p[c]), start, end) for (start, end), c, p in zip(spans, tags, probs)]
+
+
+def _best_windows(windows: Sequence[Sequence[WindowWord]]) -> tuple[list[WindowWord], list[tuple[int, int]]]:
     start: dict[int, int] = {}
     end: dict[int, int] = {}
     for window in windows:
@@ -192,11 +214,7 @@ def merge_windows(windows: Sequence[Sequence[WindowWord]], labels: Sequence[str]
             if w.start == start[w.word] and (w.word not in best or w.margin > best[w.word].margin):
                 best[w.word] = w
     order = sorted(best)
-    if labels is None:
-        return [Word(best[i].tag, best[i].score, start[i], end[i]) for i in order]
-    probs = np.stack([best[i].probs for i in order]) if order else np.zeros((0, len(labels)))
-    tags = iob2_viterbi(probs, labels)
-    return [Word(labels[c], float(p[c]), start[i], end[i]) for i, c, p in zip(order, tags, probs)]
+    return [best[i] for i in order], [(start[i], end[i]) for i in order]
 
 
 def word_predictions(

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from presso.core.manifest import artifact_dirs, parse_manifest
 from presso.service.routing.calibration import Calibration, answer_key, choose_thresholds
-from presso.service.routing.config import RoutesError, load_routes, parse_text, RoutesFile
+from presso.service.routing.config import (CascadeRoute, ModelInfo, RoutesError, RoutesFile, check_routes,
+                                           load_routes, parse_text)
 
 BATCH = 32
 
@@ -102,9 +103,11 @@ def calibrate(route_name: str, routes_file: Path, models_dir: Path, texts: list[
     if route is None:
         raise RoutesError(f"routes file {routes_file}: no route named {route_name!r}; routes: {sorted(routes.routes)}")
     folders = {parse_manifest(d).name: d for d in artifact_dirs(models_dir)}
-    from presso.service.routing.config import check_routes
-
-    check_routes(RoutesFile(routes={route_name: route}), {n: parse_manifest(d).task for n, d in folders.items()},
+    if not isinstance(route, CascadeRoute):
+        raise RoutesError(f"routes file {routes_file}: route {route_name!r} is a {route.kind} route; only cascade "
+                          f"routes have thresholds to calibrate")
+    check_routes(RoutesFile(routes={route_name: route}),
+                 {n: ModelInfo(m.task, list(m.labels)) for n, m in ((n, parse_manifest(d)) for n, d in folders.items())},
                  routes_file)
     providers = select_providers(onnxruntime_distribution())
     per_step = []

@@ -167,7 +167,7 @@ class DataPlane:
     async def infer(self, task: Task, texts: list[str], *, single: bool = False, model: str | None = None,
                     timeout_ms: float | None = None, arrived_at: float | None = None,
                     disconnected: Disconnected | None = None,
-                    with_confidence: bool = False) -> tuple[LoadedModel, list[dict]]:
+                    with_confidence: bool = False, partials: bool = False) -> tuple[LoadedModel, list]:
         """Results of ``texts`` in input order, each the task plug-in's fields.
 
         Args:
@@ -181,6 +181,8 @@ class DataPlane:
                 sequences are then dropped before inference (as TEI does).
             with_confidence: each result also has ``confidence`` in [0, 1] (the task's definition;
                 what cascades compare with their thresholds).
+            partials: each text's partial results (one per sequence, the task plug-in's ``decode``)
+                instead of its answer: what expert routes mix (:meth:`TaskPlugin.combine`).
 
         Raises:
             Any :mod:`presso.service.errors` error (never a batcher's or ONNX Runtime's own).
@@ -192,7 +194,7 @@ class DataPlane:
             batcher = self.batchers[loaded.name]  # the pair is swapped together on reload
             try:
                 return loaded, await self._run_on(loaded, batcher, texts, single, deadline, timeout_ms, disconnected,
-                                                  with_confidence)
+                                                  with_confidence, partials)
             except BatcherClosed:
                 if self.draining or self.batchers.get(loaded.name) is batcher:
                     raise errors.ShuttingDown(f"model {loaded.name} is shutting down") from None
@@ -221,7 +223,7 @@ class DataPlane:
 
     async def _run_on(self, model: LoadedModel, batcher: DynamicBatcher, texts: list[str], single: bool,
                       deadline: float, timeout_ms: float, disconnected: Disconnected | None,
-                      with_confidence: bool = False) -> list[dict]:
+                      with_confidence: bool = False, raw: bool = False) -> list:
         self.check_texts(texts, single)
 
         def expired(where: str) -> errors.Expired:
@@ -243,7 +245,7 @@ class DataPlane:
             raise
         flat = [item for windows in sequences for item in windows]
         try:
-            partials = await unless_disconnected(batcher.submit(flat, deadline), disconnected)
+            outputs = await unless_disconnected(batcher.submit(flat, deadline), disconnected)
         except QueueFull as exc:
             self.metrics.rejected.labels(model=model.name).inc()
             raise errors.Overloaded(str(exc), retry_after_s=exc.retry_after_s) from None
@@ -254,11 +256,14 @@ class DataPlane:
             raise errors.InferenceFailed(str(exc)) from None
         results, at = [], 0
         for text, windows in zip(texts, sequences):
-            if with_confidence:
-                result, confidence = model.assemble_with_confidence(text, partials[at: at + len(windows)])
+            mine = outputs[at: at + len(windows)]
+            if raw:
+                results.append(mine)
+            elif with_confidence:
+                result, confidence = model.assemble_with_confidence(text, mine)
                 results.append({**result, "confidence": confidence})
             else:
-                results.append(model.assemble(text, partials[at: at + len(windows)]))
+                results.append(model.assemble(text, mine))
             at += len(windows)
         return results
 

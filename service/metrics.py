@@ -51,8 +51,9 @@ class Metrics:
                                 ["model"], registry=r)
         self.timed_out = Counter("presso_timed_out_requests", "requests answered 504 (deadline passed)",
                                  ["model"], registry=r)
-        self.route_texts = Counter("presso_route_texts", "texts per route and step: answered there, or escalated "
-                                   "to the next model (cascades)", ["route", "model", "outcome"], registry=r)
+        self.route_texts = Counter("presso_route_texts", "texts per route and model: answered there or escalated to "
+                                   "the next model (cascades); scored by the router or routed to an expert "
+                                   "(router routes)", ["route", "model", "outcome"], registry=r)
         self.ready = Gauge("presso_ready", "1 when every model is loaded and warmed up", registry=r,
                            multiprocess_mode="livemin")
         for endpoint in INFERENCE_ENDPOINTS:

@@ -35,7 +35,7 @@ def run(settings: Settings) -> None:
             with several workers only the manifests and checksums are checked here, before forking).
         RoutesError: ``routes_file`` is invalid or names a model that is missing or of another task.
     """
-    from presso.service.routing import check_routes, load_routes
+    from presso.service.routing import ModelInfo, check_routes, load_routes
 
     routes = load_routes(settings.routes_file) if settings.routes_file else None
     configure_logging(settings.log_level, settings.log_format)
@@ -44,8 +44,8 @@ def run(settings: Settings) -> None:
     from presso.core.manifest import artifact_dirs, parse_manifest, read_artifact
 
     if routes is not None:  # against the manifests, before any graph is loaded or worker forked
-        check_routes(routes, {m.name: m.task for m in map(parse_manifest, artifact_dirs(settings.models_dir))},
-                     settings.routes_file)
+        check_routes(routes, {m.name: ModelInfo(m.task, list(m.labels))
+                              for m in map(parse_manifest, artifact_dirs(settings.models_dir))}, settings.routes_file)
     if settings.workers > 1:  # before anything imports prometheus_client (it picks its mode at import)
         from presso.service.multiprocess import run as run_workers
 

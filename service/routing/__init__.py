@@ -8,6 +8,6 @@ imports only the routes file's schema, so the server can check a routes file bef
 the data plane (and ``prometheus_client``, which must see ``PROMETHEUS_MULTIPROC_DIR`` first).
 """
 
-from presso.service.routing.config import RoutesError, RoutesFile, check_routes, load_routes
+from presso.service.routing.config import ModelInfo, RoutesError, RoutesFile, check_routes, load_routes
 
-__all__ = ["RoutesError", "RoutesFile", "check_routes", "load_routes"]
+__all__ = ["ModelInfo", "RoutesError", "RoutesFile", "check_routes", "load_routes"]

@@ -42,7 +42,7 @@ def split_by_threshold(confidences: list[float], threshold: float | None) -> tup
     return answered, escalated
 
 
-def _renumber(exc: errors.ServiceError, positions: list[int]) -> errors.ServiceError:
+def renumber_field(exc: errors.ServiceError, positions: list[int]) -> errors.ServiceError:
     """An error about ``texts.<k>`` of a step's subset, renamed to the request's own index."""
     if exc.field and exc.field.startswith("texts."):
         k = exc.field.split(".", 1)[1]
@@ -72,7 +72,7 @@ async def run_cascade(plane: DataPlane, route: CascadeRoute, texts: list[str], *
                                                 arrived_at=arrived_at, disconnected=disconnected,
                                                 with_confidence=True)
         except errors.ServiceError as exc:
-            raise _renumber(exc, open_positions) from None
+            raise renumber_field(exc, open_positions) from None
         answered, escalated = split_by_threshold([r["confidence"] for r in step_results],
                                                  None if last else step.threshold)
         for k in answered:

@@ -13,6 +13,22 @@ whatever reaches it::
           - {model: ner-small, threshold: 0.9}
           - {model: ner-large}
 
+A ``router`` route scores each text with a classification model whose labels name domains, runs
+the top ``k`` domains' experts (dropping those under ``min_probability``, never the best one) and
+combines their outputs weighted by the router's probabilities (:mod:`presso.core.ensemble`)::
+
+    routes:
+      ner-domains:
+        kind: router
+        task: ner
+        router: domain                  # classification model; its labels are the experts' keys
+        k: 2
+        min_probability: 0.1
+        labels: [PER, LOC, ORG, MISC]   # the route's entity types (classify: labels)
+        experts:
+          news: {model: ner}
+          social: {model: ner-wnut, label_map: {person: PER, geo-loc: LOC, company: ORG, other: MISC}}
+
 Checked twice: the file's shape when it is read (:func:`load_routes`: unknown keys, wrong types,
 thresholds outside [0, 1], a threshold on the last step), and the models it names once they are
 known (:func:`check_routes`: missing, or of another task). Every problem is a one-line
@@ -23,7 +39,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -70,10 +86,43 @@ class CascadeRoute(BaseModel):
         return Task.from_short(self.task)
 
 
+class Expert(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1, description="a loaded model's name")
+    label_map: dict[str, str] | None = Field(None, description="the expert's labels (ner: entity types) -> the "
+                                             "route's; absent: the expert's labels are the route's")
+
+
+class RouterRoute(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["router"]
+    task: Literal["ner", "classify"]
+    default: bool = Field(False, description="the task's endpoint uses this route when a request names neither "
+                          "'model' nor 'route'")
+    router: str = Field(min_length=1, description="a classification model whose labels are the experts' keys")
+    k: int = Field(1, ge=1, description="experts run per text: the router's top k")
+    min_probability: float = Field(0.0, ge=0.0, le=1.0, description="drop an expert (not the top one) whose "
+                                   "router probability is below this")
+    labels: list[str] | None = Field(None, min_length=1, description="the route's labels (ner: entity types); "
+                                     "absent: the first expert's")
+    experts: dict[str, Expert] = Field(min_length=1, description="router label -> expert")
+
+    @property
+    def task_enum(self) -> Task:
+        return Task.from_short(self.task)
+
+    @property
+    def models(self) -> list[str]:
+        return [self.router, *(e.model for e in self.experts.values())]
+
+
 class RoutesFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    routes: dict[str, CascadeRoute] = Field(default_factory=dict)
+    routes: dict[str, Annotated[CascadeRoute | RouterRoute, Field(discriminator="kind")]] = Field(
+        default_factory=dict)
 
     @model_validator(mode="after")
     def one_default_per_task(self) -> "RoutesFile":
@@ -123,22 +172,72 @@ def load_routes(path: Path) -> RoutesFile:
         return RoutesFile.model_validate(parse_text(text, Path(path)))
     except ValidationError as exc:
         problem = exc.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in problem["loc"]) or "(top level)"
+        loc = list(problem["loc"])
+        if len(loc) > 2 and loc[0] == "routes" and loc[2] in ("cascade", "router"):  # the union's tag
+            del loc[2]
+        where = ".".join(str(p) for p in loc) or "(top level)"
         raise RoutesError(f"routes file {path}: {where}: {problem['msg']}") from None
 
 
-def check_routes(routes: RoutesFile, models: dict[str, Task], path: Path | str = "routes file") -> None:
-    """Every model a route names is loaded and of the route's task.
+class ModelInfo(NamedTuple):
+    """What the checks need of a model: its task and labels (IOB2 tags for NER)."""
+
+    task: Task
+    labels: list[str]
+
+
+def check_routes(routes: RoutesFile, models: dict[str, ModelInfo], path: Path | str = "routes file") -> None:
+    """Every model a route names is loaded and of the right task; a router route's experts cover
+    the router's labels and their label maps land on one label set.
 
     Raises:
-        RoutesError: the first route naming a missing model or one of another task.
+        RoutesError: the first problem, naming the route and field.
     """
     for name, route in routes.routes.items():
+        where = f"routes file {path}: routes.{name}"
+        if isinstance(route, RouterRoute):
+            _check_router(route, models, where)
+            continue
         for i, step in enumerate(route.steps):
-            task = models.get(step.model)
-            if task is None:
-                raise RoutesError(f"routes file {path}: routes.{name}.steps.{i}.model: no model named "
-                                  f"{step.model!r}; loaded: {sorted(models)}")
-            if task != route.task_enum:
-                raise RoutesError(f"routes file {path}: routes.{name}.steps.{i}.model: {step.model!r} is "
-                                  f"{task.value}, the route is {route.task_enum.value}")
+            _check_model(models, step.model, route.task_enum, f"{where}.steps.{i}.model")
+
+
+def _check_model(models: dict[str, ModelInfo], model: str, task: Task, where: str) -> ModelInfo:
+    info = models.get(model)
+    if info is None:
+        raise RoutesError(f"{where}: no model named {model!r}; loaded: {sorted(models)}")
+    if info.task != task:
+        raise RoutesError(f"{where}: {model!r} is {info.task.value}, the route is {task.value}")
+    return info
+
+
+def route_labels(route: RouterRoute, models: dict[str, ModelInfo]) -> list[str]:
+    """The route's labels: classification labels, or IOB2 tags of its entity types (NER)."""
+    from presso.core.ensemble import entity_types, iob_labels
+
+    first = models[next(iter(route.experts.values())).model].labels
+    if route.task == "ner":
+        return iob_labels(route.labels or entity_types(first))
+    return list(route.labels or first)
+
+
+def _check_router(route: RouterRoute, models: dict[str, ModelInfo], where: str) -> None:
+    from presso.core.ensemble import LabelMapError, mapping_matrix
+
+    router = _check_model(models, route.router, Task.SEQUENCE_CLASSIFICATION, f"{where}.router")
+    missing = [label for label in router.labels if label not in route.experts]
+    if missing:
+        raise RoutesError(f"{where}.experts: the router {route.router!r} can choose {missing}, which have no "
+                          f"expert; experts: {sorted(route.experts)}")
+    unknown = sorted(set(route.experts) - set(router.labels))
+    if unknown:
+        raise RoutesError(f"{where}.experts: {unknown} are not labels of the router {route.router!r} "
+                          f"({router.labels})")
+    for key, expert in route.experts.items():
+        _check_model(models, expert.model, route.task_enum, f"{where}.experts.{key}.model")
+    target = route_labels(route, models)
+    for key, expert in route.experts.items():
+        try:
+            mapping_matrix(models[expert.model].labels, target, expert.label_map, route.task == "ner")
+        except LabelMapError as exc:
+            raise RoutesError(f"{where}.experts.{key}.label_map: {expert.model}: {exc}") from None

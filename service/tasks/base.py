@@ -43,13 +43,33 @@ class TaskPlugin:
         thresholds; defined per task in :mod:`presso.service.routing`)."""
         raise NotImplementedError
 
+    def combine(self, text: str, parts: list[tuple[float, list, np.ndarray, Sequence[str]]],
+                labels: Sequence[str]) -> tuple[dict, float]:
+        """One text's answer mixed from several experts (:mod:`presso.core.ensemble`), and its confidence.
+
+        Args:
+            parts: per expert, its weight, its partial results for the text, the
+                :func:`~presso.core.ensemble.mapping_matrix` of its labels onto ``labels``, and its labels.
+            labels: the route's labels (NER: IOB2 tags); the answer is over these.
+        """
+        raise NotImplementedError
+
+
+class ExpertWeight(BaseModel):
+    expert: str = Field(description="the router's label for this expert")
+    model: str
+    weight: float = Field(description="the router's probability, renormalised over the experts that ran")
+
 
 def routed_response_models(result_model: type[BaseModel], prefix: str) -> tuple[type[BaseModel], type[BaseModel]]:
     """``(single, batch)`` response schemas of a request answered through a route: each text's
     fields plus the ``model`` that answered it and that answer's ``confidence``, under the route's name."""
-    fields = {"model": (str, Field(description="the model that answered this text")),
+    fields = {"model": (str, Field(description="the model that answered this text (a router route: the expert "
+                                               "with the highest weight)")),
               "confidence": (float, Field(description="the answer's confidence in [0, 1] (compared with the "
-                                                      "route's thresholds)"))}
+                                                      "route's thresholds)")),
+              "experts": (list[ExpertWeight] | None, Field(None, description="router routes: the experts that "
+                                                                             "ran and their weights"))}
     routed = create_model(f"{prefix}RoutedResult", __base__=result_model, **fields)
     single = create_model(f"{prefix}RoutedResponse", __base__=routed, route=(str, Field(description="the route")))
     batch = create_model(f"{prefix}RoutedBatchResponse", route=(str, Field(description="the route")),

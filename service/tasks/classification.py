@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from presso.core.classification import classify_logits
 from presso.core.encoding import Encoded, TextEncoder
+from presso.core.ensemble import combine_scores
 from presso.core.manifest import Task
 from presso.service.errors import LongerThanModel
 from presso.service.tasks.base import TaskPlugin, routed_response_models
@@ -64,3 +65,10 @@ class SequenceClassification(TaskPlugin):
                                  constrained: bool) -> tuple[dict, float]:
         """Confidence: the top label's probability."""
         return partials[0], partials[0]["score"]
+
+    def combine(self, text: str, parts: list, labels: Sequence[str]) -> tuple[dict, float]:
+        """The experts' label probabilities, mapped and averaged; ``truncated`` if any expert truncated."""
+        mixed = combine_scores([(w, p[0]["scores"]) for w, p, _, _ in parts], [m for _, _, m, _ in parts],
+                               [src for _, _, _, src in parts], labels)
+        result = {**mixed, "truncated": any(p[0]["truncated"] for _, p, _, _ in parts)}
+        return result, result["score"]

@@ -10,7 +10,8 @@ from pydantic import BaseModel, Field
 
 from presso.core.encoding import Encoded, TextEncoder
 from presso.core.manifest import Task
-from presso.core.spans import WindowWord, group_entities, merge_windows, window_words
+from presso.core.ensemble import combine_words
+from presso.core.spans import WindowWord, decode_words, group_entities, merge_windows, merged_probs, window_words
 from presso.service.tasks.base import TaskPlugin, routed_response_models
 
 
@@ -64,3 +65,13 @@ class TokenClassification(TaskPlugin):
         spans = group_entities(words, text)
         confidence = min((w.score for w in words), default=1.0)
         return {"entities": [s.as_dict() for s in spans], "windows": len(partials)}, float(confidence)
+
+    def combine(self, text: str, parts: list, labels: Sequence[str]) -> tuple[dict, float]:
+        """Each word's label probabilities from every expert that saw it, mapped and averaged, then
+        decoded jointly (IOB2 Viterbi) over the route's tags."""
+        mixed = [(w, *merged_probs(p, len(src))) for w, p, _, src in parts]
+        spans, probs = combine_words(mixed, [m for _, _, m, _ in parts], len(labels))
+        words = decode_words(probs, spans, labels)
+        confidence = min((w.score for w in words), default=1.0)
+        return {"entities": [s.as_dict() for s in group_entities(words, text)],
+                "windows": max(len(p) for _, p, _, _ in parts)}, float(confidence)
