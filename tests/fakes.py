@@ -39,9 +39,16 @@ def write_tokenizer(path: Path) -> Path:
     return path
 
 
-def token_logits_table(kind: str) -> np.ndarray:
-    """``[vocab, num_labels]``: a large logit on each token's intended label."""
+def token_logits_table(kind: str, num_labels: int | None = None) -> np.ndarray:
+    """``[vocab, num_labels]``: a large logit on each token's intended label (``num_labels``: a
+    classifier with that many labels instead, the sentiment words' logits on its first ones)."""
     labels = NER_LABELS if kind == "ner" else CLASS_LABELS
+    if num_labels is not None and kind != "ner":
+        table = np.zeros((len(VOCAB), num_labels), dtype=np.float32)
+        for i, tok in enumerate(VOCAB):
+            if tok in TOKEN_SENTIMENT:
+                table[i, CLASS_LABELS.index(TOKEN_SENTIMENT[tok]) % num_labels] = 5.0
+        return table
     table = np.zeros((len(VOCAB), len(labels)), dtype=np.float32)
     for i, tok in enumerate(VOCAB):
         if kind == "ner":
@@ -53,14 +60,14 @@ def token_logits_table(kind: str) -> np.ndarray:
     return table
 
 
-def write_onnx(path: Path, kind: str) -> Path:
+def write_onnx(path: Path, kind: str, num_labels: int | None = None) -> Path:
     """ONNX graph with inputs ``input_ids``, ``attention_mask``, ``token_type_ids`` (int64
     ``[batch, sequence]``) and output ``logits``: ``[batch, sequence, labels]`` (ner) or the
     attention-masked sum over tokens ``[batch, labels]`` (classify)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    table = numpy_helper.from_array(token_logits_table(kind), "table")
+    table = numpy_helper.from_array(token_logits_table(kind, num_labels), "table")
     inputs = [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "sequence"])
               for n in ("input_ids", "attention_mask", "token_type_ids")]
     nodes = [helper.make_node("Gather", ["table", "input_ids"], ["tok_logits"], axis=0)]
@@ -76,7 +83,7 @@ def write_onnx(path: Path, kind: str) -> Path:
             helper.make_node("Mul", ["tok_logits", "mask3"], ["masked"]),
             helper.make_node("ReduceSum", ["masked", "axes1"], ["logits"], keepdims=0),
         ]
-        out_shape = ["batch", len(CLASS_LABELS)]
+        out_shape = ["batch", num_labels or len(CLASS_LABELS)]
     inits = [table] + ([] if kind == "ner" else [axes, axes1])
     graph = helper.make_graph(nodes, f"fake-{kind}", inputs,
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, out_shape)], inits)
@@ -87,14 +94,16 @@ def write_onnx(path: Path, kind: str) -> Path:
     return path
 
 
-def write_artifact(root: Path, name: str, kind: str, max_seq_len: int = 32) -> Path:
-    """A complete fake ``models/<name>/`` artifact with a valid manifest and checksum."""
+def write_artifact(root: Path, name: str, kind: str, max_seq_len: int = 32, labels: list[str] | None = None) -> Path:
+    """A complete fake ``models/<name>/`` artifact with a valid manifest and checksum; ``labels``
+    renames NER's five tags, or gives a classifier its own label set."""
     d = root / name
     d.mkdir(parents=True, exist_ok=True)
     write_tokenizer(d / "tokenizer.json")
-    write_onnx(d / "model.onnx", kind)
+    write_onnx(d / "model.onnx", kind, None if labels is None or kind == "ner" else len(labels))
     Manifest(name=name, task=Task.from_short("ner" if kind == "ner" else "classify"),
-             labels=NER_LABELS if kind == "ner" else CLASS_LABELS, max_seq_len=max_seq_len, model_file="model.onnx",
+             labels=labels or (NER_LABELS if kind == "ner" else CLASS_LABELS), max_seq_len=max_seq_len,
+             model_file="model.onnx",
              model_sha256=hashlib.sha256((d / "model.onnx").read_bytes()).hexdigest(),
              files=file_checksums(d)).write(d)
     return d
