@@ -158,3 +158,27 @@ def test_router_metrics_count_scored_and_routed_texts(router_server):
 def test_a_router_route_on_the_wrong_endpoint_is_a_422(router_server):
     resp = httpx.post(f"{router_server.url}/classify", json={"text": "paris", "route": "domains"}, timeout=30)
     assert resp.status_code == 422 and resp.json()["field"] == "body.route"
+
+
+def test_reloading_an_expert_keeps_its_routes_serving(router_server):
+    with httpx.Client(base_url=router_server.url, timeout=60) as client:
+        assert client.post("/models/ner-b/reload").status_code == 200
+        body = client.post("/ner", json={"text": "john smith is good", "route": "domains"}).json()
+        assert body["model"] == "ner-b" and [e["label"] for e in body["entities"]] == ["PER"]
+
+
+def test_api_keys_guard_routes_like_any_model_endpoint(tmp_path):
+    pytest.importorskip("onnx")
+    from presso.service.api import create_app
+
+    root = tmp_path / "models"
+    write_artifact(root, "domain", "classify")
+    write_artifact(root, "ner-a", "ner")
+    write_artifact(root, "ner-b", "ner", labels=RENAMED)
+    routes = tmp_path / "routes.json"
+    routes.write_text(json.dumps(ROUTES))
+    with LiveServer(create_app(make_settings(root, routes_file=routes, api_keys="s3cret"))) as server:
+        body = {"text": "paris", "route": "domains"}
+        assert httpx.post(f"{server.url}/ner", json=body, timeout=30).status_code == 401
+        ok = httpx.post(f"{server.url}/ner", json=body, headers={"Authorization": "Bearer s3cret"}, timeout=30)
+        assert ok.status_code == 200 and ok.json()["model"] == "ner-a"

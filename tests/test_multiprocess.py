@@ -79,3 +79,37 @@ def test_killed_worker_is_replaced_and_counters_stay_exact(fake_models_dir, tmp_
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_routes_serve_from_every_worker(fake_models_dir, tmp_path):
+    """A router route (the sentiment fake routes to the NER fake) answers from each of 2 workers, and
+    the per-route counters add up across them."""
+    import json
+
+    routes = tmp_path / "routes.json"
+    routes.write_text(json.dumps({"routes": {"by-mood": {
+        "kind": "router", "task": "ner", "router": "fake-sentiment", "default": True,
+        "experts": {label: {"model": "fake-ner"} for label in ("negative", "neutral", "positive")}}}}))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "PRESSO_MODELS_DIR": str(fake_models_dir), "PRESSO_PORT": str(port),
+           "PRESSO_WORKERS": "2", "PRESSO_ROUTES_FILE": str(routes),
+           "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom")}
+    with open(tmp_path / "server.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "presso.cli", "serve"], cwd=ROOT, env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
+    try:
+        wait_ready(url + "/health/ready", 90, proc)
+        with httpx.Client(base_url=url, timeout=30) as c:
+            for _ in range(10):  # new connections: both workers answer some
+                with httpx.Client(base_url=url, timeout=30) as fresh:
+                    body = fresh.post("/ner", json={"text": "john lives in paris"}).json()
+                    assert body["route"] == "by-mood" and body["model"] == "fake-ner", body
+            total = metric(url, 'presso_route_texts_total{model="fake-sentiment",outcome="scored",route="by-mood"}')
+            assert total == 10
+            assert c.post("/ner", json={"text": "x", "route": "nope"}).status_code == 404
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
