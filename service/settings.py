@@ -57,8 +57,9 @@ class Settings(BaseSettings):
                                   "in bytes; 431 beyond")
     header_read_timeout_s: float = Field(10.0, gt=0, description="longest time to receive a request's headers "
                                          "after connecting or after the previous response (408 beyond)")
-    routes_file: Path | None = Field(None, description="YAML or JSON file of named routes (confidence cascades) "
-                                     "over the loaded models; checked at startup (see presso.service.routing)")
+    routes_file: Path | None = Field(None, description="YAML or JSON file of named routes (confidence cascades, "
+                                     "top-k expert routers) over the loaded models; checked at startup (see README, "
+                                     "Routes)")
     warmup: bool = Field(True, description="run one inference per model before reporting ready")
     shutdown_grace_s: float = Field(30.0, gt=0, description="on SIGTERM, longest wait for accepted requests "
                                     "to finish")
