@@ -22,14 +22,13 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from presso.bench.net import free_port
 from presso.bench.provenance import model_versions
-from presso.bench.serve import cpu_name, start_server, stop_server
+from presso.bench.routes import serve_with_routes
+from presso.bench.serve import cpu_name, stop_server
 from presso.http_eval import post_all, spans_to_tags
 
 NEWS, SOCIAL = "news", "social"
@@ -78,12 +77,7 @@ def run(models_dir: Path, out_dir: Path, news: str = "ner", tweets: str = "wnut"
     routes_file = work / "routes.json"
     routes_file.write_text(json.dumps(routes_document(news, tweets, router, WNUT_TO_CONLL, types)))
     sets = test_sets()
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {"PRESSO_MODELS_DIR": str(models_dir), "PRESSO_PORT": str(port), "PRESSO_LOG_LEVEL": "WARNING",
-           "PRESSO_ROUTES_FILE": str(routes_file)}
-    with open(work / "server.log", "wb") as log:
-        proc = start_server([sys.executable, "-m", "presso.cli", "serve"], env, url, log)
+    proc, url = serve_with_routes(models_dir, routes_file, work / "server.log")
     rows: dict[str, dict] = {}
     try:
         for set_name, examples in sets.items():

@@ -34,6 +34,16 @@ def routes_document(task: str, small: str, large: str, thresholds: dict[str, flo
         {"model": small, "threshold": t}, {"model": large}]} for name, t in thresholds.items()}}
 
 
+def serve_with_routes(models_dir: Path, routes_file: Path, log_path: Path):
+    """``presso serve`` of ``models_dir`` with ``routes_file`` on a free port, ready: ``(process, url)``."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {"PRESSO_MODELS_DIR": str(models_dir), "PRESSO_PORT": str(port), "PRESSO_LOG_LEVEL": "WARNING",
+           "PRESSO_ROUTES_FILE": str(routes_file)}
+    with open(log_path, "wb") as log:
+        return start_server([sys.executable, "-m", "presso.cli", "serve"], env, url, log), url
+
+
 def measure(url: str, endpoint: str, texts: list[str], test: list, task: str, batch: int, concurrency: int,
             model: str | None = None, route: str | None = None) -> dict:
     """One pass over ``texts``: throughput, the test metric, and which model answered how many."""
@@ -67,12 +77,7 @@ def run(models_dir: Path, small: str, large: str, dataset: str, out_dir: Path, b
     calibration_s = time.perf_counter() - started
     thresholds = {"calibrated": calibration.thresholds[0], **{f"t{t:g}": t for t in sweep}}
     routes_file.write_text(json.dumps(routes_document(task, small, large, thresholds)))
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {"PRESSO_MODELS_DIR": str(models_dir), "PRESSO_PORT": str(port), "PRESSO_LOG_LEVEL": "WARNING",
-           "PRESSO_ROUTES_FILE": str(routes_file)}
-    with open(work / "server.log", "wb") as log:
-        proc = start_server([sys.executable, "-m", "presso.cli", "serve"], env, url, log)
+    proc, url = serve_with_routes(models_dir, routes_file, work / "server.log")
     try:
         measure(url, endpoint, texts[:256], test[:256], task, batch, concurrency, model=small)  # warm-up
         measure(url, endpoint, texts[:256], test[:256], task, batch, concurrency, model=large)

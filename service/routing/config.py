@@ -58,13 +58,22 @@ class Step(BaseModel):
                                     "is at least this; absent on the last step")
 
 
-class CascadeRoute(BaseModel):
+class Route(BaseModel):
+    """What every kind of route has."""
+
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["cascade"]
     task: Literal["ner", "classify"]
     default: bool = Field(False, description="the task's endpoint uses this route when a request names neither "
                           "'model' nor 'route'")
+
+    @property
+    def task_enum(self) -> Task:
+        return Task.from_short(self.task)
+
+
+class CascadeRoute(Route):
+    kind: Literal["cascade"]
     steps: list[Step] = Field(min_length=2)
     calibration: dict | None = Field(None, description="written by `presso calibrate`: target, measured agreement "
                                      "and share answered per step")
@@ -81,10 +90,6 @@ class CascadeRoute(BaseModel):
             raise ValueError(f"a model appears twice in steps: {names}")
         return self
 
-    @property
-    def task_enum(self) -> Task:
-        return Task.from_short(self.task)
-
 
 class Expert(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -94,13 +99,8 @@ class Expert(BaseModel):
                                              "route's; absent: the expert's labels are the route's")
 
 
-class RouterRoute(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class RouterRoute(Route):
     kind: Literal["router"]
-    task: Literal["ner", "classify"]
-    default: bool = Field(False, description="the task's endpoint uses this route when a request names neither "
-                          "'model' nor 'route'")
     router: str = Field(min_length=1, description="a classification model whose labels are the experts' keys")
     k: int = Field(1, ge=1, description="experts run per text: the router's top k")
     min_probability: float = Field(0.0, ge=0.0, le=1.0, description="drop an expert (not the top one) whose "
@@ -108,10 +108,6 @@ class RouterRoute(BaseModel):
     labels: list[str] | None = Field(None, min_length=1, description="the route's labels (ner: entity types); "
                                      "absent: the first expert's")
     experts: dict[str, Expert] = Field(min_length=1, description="router label -> expert")
-
-    @property
-    def task_enum(self) -> Task:
-        return Task.from_short(self.task)
 
     @property
     def models(self) -> list[str]:

@@ -8,7 +8,7 @@ from presso.core.manifest import Task
 from presso.service import errors
 from presso.service.dataplane import DataPlane, Disconnected, shorten
 from presso.service.routing.cascade import run_cascade
-from presso.service.routing.config import ModelInfo, RouterRoute, RoutesError, RoutesFile, check_routes, load_routes
+from presso.service.routing.config import ModelInfo, RouterRoute, RoutesFile, check_routes, load_routes
 from presso.service.routing.experts import run_router
 
 
