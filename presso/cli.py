@@ -431,7 +431,8 @@ def bench_ner_quality(
 @bench.command("lora")
 def bench_lora(
     build: list[str] = typer.Option(..., help="TASK:METHOD=PATH of a build's manifest.json, TASK ner or classify, "
-                                    "METHOD full or lora (repeat for each of the four)"),
+                                    "METHOD full or lora (the summary's pair; repeat for each of the four), or "
+                                    "lora-<variant> for other LoRA settings listed beside them"),
     out_dir: Path = typer.Option(Path("reports"), help="where lora.json and lora.md go"),
     probe_steps: int = typer.Option(30, min=5, help="optimizer steps of each side-by-side cost probe"),
 ) -> None:
@@ -443,9 +444,11 @@ def bench_lora(
     for value in build:
         key, sep, path = value.partition("=")
         task, colon, method = key.partition(":")
-        if not sep or not colon or task not in ("ner", "classify") or method not in ("full", "lora") \
+        if not sep or not colon or task not in ("ner", "classify") or not (method in ("full", "lora") or
+                                                                            method.startswith("lora-")) \
                 or not Path(path).is_file():
-            raise typer.BadParameter(f"expected TASK:METHOD=FILE (ner|classify, full|lora, an existing file), got "
+            raise typer.BadParameter(f"expected TASK:METHOD=FILE (ner|classify, full|lora|lora-<variant>, an "
+                                     f"existing file), got "
                                      f"{value!r}", param_hint="--build")
         manifests[(task, method)] = Path(path)
     try:

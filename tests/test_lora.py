@@ -137,7 +137,7 @@ def test_lora_report_gaps_and_table(tmp_path, fake_models_dir, monkeypatch):
         path.write_text(json.dumps(base))
         return path
 
-    monkeypatch.setattr(bench_lora, "_probe_subprocess", lambda task, method, steps: {
+    monkeypatch.setattr(bench_lora, "_probe_subprocess", lambda task, method, steps, settings=None: {
         "seconds_per_step": 1.0 if method == "full" else 0.6, "peak_rss_bytes": 2000 if method == "full" else 1500,
         "trainable_parameters": 0, "total_parameters": 0})
     manifests = {("ner", "full"): manifest_file("nf", "ner", "full", 0.88),
@@ -150,5 +150,9 @@ def test_lora_report_gaps_and_table(tmp_path, fake_models_dir, monkeypatch):
     assert s["classify_lora_gap_points"] == 1.5 and s["classify_within_target"] is False
     assert s["ner_peak_rss_ratio_lora_vs_full"] == 0.75 and s["ner_step_time_ratio_lora_vs_full"] == 0.6
     assert "| ner | lora | 10 of 1,010 |" in (tmp_path / "out" / "lora.md").read_text()
+    variant = {**manifests, ("ner", "lora-all"): manifest_file("na", "ner", "lora", 0.879)}
+    with_variant = bench_lora.run(variant, tmp_path / "out2", probe_steps=5)
+    assert with_variant["summary"]["ner_lora_gap_points"] == 0.8  # the summary's pair stays full vs lora
+    assert set(with_variant["builds"]["ner"]) == {"full", "lora", "lora-all"}
     with pytest.raises(ValueError, match="given as 'full'"):
         bench_lora.run({("ner", "full"): manifests[("ner", "lora")]}, tmp_path / "out")

@@ -26,7 +26,7 @@ TASKS = {"ner": "f1", "classify": "accuracy"}
 TARGET_GAP_POINTS = 1.0
 
 
-def probe(task: str, method: str, steps: int) -> dict:
+def probe(task: str, method: str, steps: int, targets: list[str] | None = None, rank: int | None = None) -> dict:
     """Fine-tune the packaged encoder on the built-in data for ``steps`` optimizer steps with the
     default profile's batch size and ``method``; seconds per step, parameters and peak RSS of this
     process. Run it in a fresh process (``python -m presso.bench.lora --probe``) so the peak is its own."""
@@ -50,8 +50,11 @@ def probe(task: str, method: str, steps: int) -> dict:
         enable_casing(model)
     learning_rate = profile.learning_rate
     if method == "lora":
-        model = lora.wrap(model, adapter_for(model), profile.lora, task, casing)
-        learning_rate = profile.lora.learning_rate
+        settings = profile.lora.model_copy(update={k: v for k, v in {
+            "target_modules": targets, "rank": rank, "alpha": None if rank is None else 2.0 * rank}.items()
+            if v is not None})
+        model = lora.wrap(model, adapter_for(model), settings, task, casing)
+        learning_rate = settings.learning_rate
     counts = lora.parameter_counts(model)
     train = ListDataset(features(task, tokenizer, splits.train[: steps * profile.batch_size], splits.labels,
                                  profile, casing))
@@ -69,9 +72,12 @@ def probe(task: str, method: str, steps: int) -> dict:
             "peak_rss_bytes": lora.peak_rss_bytes(), "torch_threads": torch.get_num_threads()}
 
 
-def _probe_subprocess(task: str, method: str, steps: int) -> dict:
-    out = subprocess.run([sys.executable, "-m", "presso.bench.lora", "--probe", task, method, str(steps)],
-                         check=True, capture_output=True, text=True)
+def _probe_subprocess(task: str, method: str, steps: int, lora_settings: dict | None = None) -> dict:
+    extra = []
+    if lora_settings:
+        extra = ["--targets", ",".join(lora_settings["target_modules"]), "--rank", str(lora_settings["rank"])]
+    out = subprocess.run([sys.executable, "-m", "presso.bench.lora", "--probe", task, method.split("-")[0],
+                          str(steps), *extra], check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -101,17 +107,17 @@ def run(manifests: dict[tuple[str, str], Path], out_dir: Path, probe_steps: int 
     rows: dict[str, dict[str, dict]] = {}
     for (task, method), path in manifests.items():
         row = _build_row(load_manifest(Path(path)).to_json())
-        if row["method"] != method:
+        if row["method"] != method.split("-")[0]:
             raise ValueError(f"{path}: built with method {row['method']!r}, given as {method!r}")
         rows.setdefault(task, {})[method] = row
     summary: dict = {}
     for task, by_method in rows.items():
-        if set(by_method) != {"full", "lora"}:
+        if not {"full", "lora"} <= set(by_method):
             raise ValueError(f"{task}: needs a full and a lora build, got {sorted(by_method)}")
         metric = TASKS[task]
-        for method in ("full", "lora"):
+        for method in by_method:
             print(f"probe: {task} {method}, {probe_steps} steps", file=sys.stderr, flush=True)
-            by_method[method]["cost_probe"] = _probe_subprocess(task, method, probe_steps)
+            by_method[method]["cost_probe"] = _probe_subprocess(task, method, probe_steps, by_method[method]["lora"])
             if by_method[method]["trainable_parameters"] is None:  # a build from before methods were recorded
                 probe_ = by_method[method]["cost_probe"]
                 by_method[method].update(trainable_parameters=probe_["trainable_parameters"],
@@ -136,14 +142,15 @@ def run(manifests: dict[tuple[str, str], Path], out_dir: Path, probe_steps: int 
 
 
 def markdown(report: dict) -> str:
-    lines = ["| task | method | trainable parameters | test fp32 | test shipped (INT8 variant) | fine-tune s (build) "
+    lines = ["| task | method (targets) | trainable parameters | test fp32 | test shipped (INT8 variant) | fine-tune s (build) "
              "| s / step (probe) | peak RSS (probe) |", "|---|---|---|---|---|---|---|---|"]
     for task, by_method in report["builds"].items():
         metric = TASKS[task]
-        for method in ("full", "lora"):
+        for method in sorted(by_method, key=lambda m: (m != "full", m != "lora", m)):
             r = by_method[method]
             p = r["cost_probe"]
-            lines.append(f"| {task} | {method} | {r['trainable_parameters']:,} of {r['total_parameters']:,} | "
+            targets = f" ({','.join(r['lora']['target_modules'])}, r={r['lora']['rank']})" if r.get("lora") else ""
+            lines.append(f"| {task} | {method}{targets} | {r['trainable_parameters']:,} of {r['total_parameters']:,} | "
                          f"{r[f'test_{metric}_fp32']:.4f} | {r[f'test_{metric}_shipped']:.4f} ({r['int8_variant']}) | "
                          f"{r['fine_tune_seconds']} | {p['seconds_per_step']} | {p['peak_rss_bytes'] / 2**20:.0f} MiB |")
     return "\n".join(lines) + "\n"
@@ -152,8 +159,11 @@ def markdown(report: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description="internal: one fine-tuning cost probe, as JSON on stdout")
     parser.add_argument("--probe", nargs=3, metavar=("TASK", "METHOD", "STEPS"), required=True)
-    task, method, steps = parser.parse_args().probe
-    print(json.dumps(probe(task, method, int(steps))))
+    parser.add_argument("--targets", default=None, help="LoRA target modules, comma-separated")
+    parser.add_argument("--rank", type=int, default=None)
+    args = parser.parse_args()
+    task, method, steps = args.probe
+    print(json.dumps(probe(task, method, int(steps), args.targets.split(",") if args.targets else None, args.rank)))
 
 
 if __name__ == "__main__":
