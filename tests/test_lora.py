@@ -38,6 +38,11 @@ def test_lora_targets_every_family_and_the_merge_is_exact(family, task):
     model = tiny(family, task)
     total = sum(p.numel() for p in model.parameters())
     adapter = adapter_for(model)
+    names = [n for n, _ in model.named_modules()]
+    for target in adapter.lora_targets:  # every default target is a real module of this family
+        assert any(n == target or n.endswith("." + target) for n in names), (family, target)
+    head = {n for n in names if n.startswith(("classifier", "score", "pre_classifier"))}
+    assert not any(n.endswith("." + t) for n in head for t in adapter.lora_targets), head  # heads train fully
     wrapped = lora.wrap(model, adapter, LoraSettings(rank=4, alpha=8), task, casing=False)
     counts = lora.parameter_counts(wrapped)
     assert 0 < counts["trainable"] < 0.5 * total
@@ -102,7 +107,8 @@ def test_a_lora_build_runs_every_stage_and_records_the_method(tmp_path):
     manifest = manifest.get("manifest", manifest)
     ft = manifest["fine_tuning"]
     assert ft["method"] == "lora" and 0 < ft["trainable_parameters"] < ft["total_parameters"]
-    assert ft["lora"]["target_modules"] == ["q_lin", "v_lin"] and ft["lora"]["merged"] == "merge_and_unload"
+    assert ft["lora"]["target_modules"] == ["q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2"]
+    assert ft["lora"]["merged"] == "merge_and_unload"
     assert ft["learning_rate"] == ft["lora"]["learning_rate"] and ft["peak_rss_bytes"] > 10_000_000
     assert ft["seconds"] == manifest["stage_seconds"]["fine_tune"]
     assert manifest["profile"]["method"] == "lora"

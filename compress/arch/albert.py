@@ -47,4 +47,5 @@ ALBERT = AlbertAdapter(
     fusion_note="ONNX Runtime's transformer optimizer has no ALBERT model type; the unfused graph is used",
     head_pruning_note="one shared layer runs at every depth: a head pruned there is pruned at every depth",
     ffn_in_nodes=(r"albert_layers\.\d+/ffn/MatMul",), ffn_out_nodes=(r"albert_layers\.\d+/ffn_output/MatMul",),
-    attention_score_nodes=(r"albert_layers\.\d+/attention/MatMul(_\d+)?$",))
+    attention_score_nodes=(r"albert_layers\.\d+/attention/MatMul(_\d+)?$",),
+    lora_targets=("query", "key", "value", "attention.dense", "ffn", "ffn_output"))

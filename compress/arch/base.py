@@ -32,8 +32,12 @@ class Adapter:
             otherwise why heads are not pruned.
         ffn_in_nodes / ffn_out_nodes / attention_score_nodes: regular expressions over the
             exported ONNX node names (``torch.onnx`` names nodes by module path).
-        lora_targets: module names LoRA adapts by default (the attention query and value
-            projections, as in Hu et al. 2021).
+        lora_targets: module names (suffixes of the module path, as peft matches them) LoRA adapts
+            by default: every linear layer of the encoder blocks (attention query, key, value and
+            output, both FFN projections), as QLoRA recommends (Dettmers et al. 2023); measured on
+            CoNLL-2003, query and value alone (Hu et al. 2021) shipped 2.85 F1 points below full
+            fine-tuning, every block linear layer 0.6 (README, LoRA). Task heads are never targets:
+            they train fully.
     """
 
     family: str
@@ -47,7 +51,7 @@ class Adapter:
     positions_after_padding: bool = False  # RoBERTa: position ids start at pad_token_id + 1
     layers_attr: str = "num_hidden_layers"
     ffn_width_attr: str = "intermediate_size"
-    lora_targets: tuple[str, ...] = ("query", "value")
+    lora_targets: tuple[str, ...] = ("query", "key", "value", "output.dense", "intermediate.dense")
 
     # -- layers -------------------------------------------------------------------------------
     def encoder(self, model):

@@ -10,4 +10,4 @@ DEBERTA_V2 = Adapter(
                 "the unfused graph is used",
     head_pruning_note="transformers raises NotImplementedError in DebertaV2Model._prune_heads",
     attention_score_nodes=(r"attention/self/MatMul(_\d+)?$", r"attention/self/.*bmm"),
-    lora_targets=("query_proj", "value_proj"))
+    lora_targets=("query_proj", "key_proj", "value_proj", "output.dense", "intermediate.dense"))

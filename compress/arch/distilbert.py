@@ -32,4 +32,4 @@ DISTILBERT = DistilBertAdapter(
                 "graph only when it matches the unfused one",
     ffn_in_nodes=(r"layer\.\d+/ffn/lin1/MatMul",), ffn_out_nodes=(r"layer\.\d+/ffn/lin2/MatMul",),
     attention_score_nodes=(r"layer\.\d+/attention/MatMul(_\d+)?$",),
-    layers_attr="n_layers", ffn_width_attr="hidden_dim", lora_targets=("q_lin", "v_lin"))
+    layers_attr="n_layers", ffn_width_attr="hidden_dim", lora_targets=("q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2"))

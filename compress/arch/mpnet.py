@@ -16,4 +16,4 @@ MPNET = MpnetAdapter(
                 "graph is used",
     head_pruning_note="the relative position bias keeps the original head count, so a model with pruned heads "
                       "fails at its first forward pass",
-    attention_score_nodes=(r"attention/attn/MatMul(_\d+)?$",), lora_targets=("q", "v"))
+    attention_score_nodes=(r"attention/attn/MatMul(_\d+)?$",), lora_targets=("q", "k", "v", "o", "intermediate.dense", "output.dense"))
