@@ -12,19 +12,21 @@ MAX_TEXTS_HARD_LIMIT = 10_000
 
 
 class InferenceRequest(BaseModel):
-    """Exactly one of ``text`` or ``texts``."""
+    """Exactly one of ``text`` or ``texts``; not both ``model`` and ``route``."""
 
-    # The schema says what validation enforces: exactly one of the two, neither null.
+    # The schema says what validation enforces: exactly one of the two, neither null; model and
+    # route exclude each other (422 route_and_model).
     model_config = ConfigDict(extra="forbid", json_schema_extra={"oneOf": [{"required": ["text"]},
-                                                                           {"required": ["texts"]}]})
+                                                                           {"required": ["texts"]}],
+                                                                 "not": {"required": ["model", "route"]}})
 
     text: StrictStr = Field(None, description="one text")
     texts: list[StrictStr] = Field(None, description="several texts, answered in order", min_length=1,
                                    max_length=MAX_TEXTS_HARD_LIMIT)
     model: StrictStr = Field(None, description="model name; default: the task's default route, else the only "
                              "model of the task")
-    route: StrictStr = Field(None, description="route name (a confidence cascade of the routes file): each text "
-                             "is answered by the first model confident enough, and its result says which")
+    route: StrictStr = Field(None, description="route name (a confidence cascade or a top-k expert router of the "
+                             "routes file; not together with 'model'): each result says which model answered")
     timeout_ms: StrictInt = Field(None, ge=1, le=600_000, description="deadline in milliseconds from arrival; "
                                   "504 when it passes (default: the service's request_timeout_ms)")
 
