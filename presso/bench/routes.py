@@ -55,7 +55,7 @@ def measure(url: str, endpoint: str, texts: list[str], test: list, task: str, ba
     answered: dict[str, int] = {}
     for r in results:
         answered[r.get("model", model)] = answered.get(r.get("model", model), 0) + 1
-    return {"texts_per_s": round(len(texts) / elapsed, 1), "elapsed_s": round(elapsed, 2), metric: metrics[metric],
+    return {"texts_per_s": round(len(texts) / elapsed, 1), "elapsed_s": round(elapsed, 2), metric: float(metrics[metric]),
             "metrics": metrics, "answered_by": answered}
 
 
