@@ -69,6 +69,7 @@ def ensure_infinity(venv: Path) -> Path:
     Raises:
         subprocess.CalledProcessError: an install step failed (its output is on stderr).
     """
+    venv = Path(venv).absolute()  # the optimum engine's server starts in another folder
     binary = venv / "bin" / "infinity_emb"
     marker = venv / ".presso-installed"
     if binary.exists() and marker.exists() and marker.read_text().strip() == INFINITY_SPEC:
