@@ -37,7 +37,7 @@ INVARIANCE_EXAMPLES = 200
 def choose_int8(fp32_onnx: Path, optimized_onnx: Path | None, fp32_model, output: Path, calibration: list,
                 selection: TestSet, metric: str, max_drop_points: float, require_invariance: bool,
                 work: Path, timing_shape: tuple[int, int] = TIMING_SHAPE, min_agreement: float = 0.0,
-                fp32_fallback: bool = True, adapter: Adapter = BERT) -> dict:
+                fp32_fallback: bool = True, adapter: Adapter = BERT, only_fp32: bool = False) -> dict:
     """Build every candidate, keep the fastest eligible one at ``output``.
 
     ``adapter`` names the architecture's FFN and attention-score nodes (:mod:`presso.compress.arch`).
@@ -48,7 +48,8 @@ def choose_int8(fp32_onnx: Path, optimized_onnx: Path | None, fp32_model, output
     same predictions alone and batched when ``require_invariance``. If no INT8 variant is
     eligible, the fp32 graph ships when ``fp32_fallback`` (it is its own source: agreement 1.0);
     otherwise the most faithful batch-invariant (or, without that requirement, any) candidate
-    ships and the accuracy gate decides.
+    ships and the accuracy gate decides. ``only_fp32`` builds no INT8 candidate: the fp32 graph
+    ships (the profile's ``int8: false``).
 
     Returns:
         The chosen candidate's settings, ``chosen_because``, and every candidate's record.
@@ -73,7 +74,9 @@ def choose_int8(fp32_onnx: Path, optimized_onnx: Path | None, fp32_model, output
         ("dynamic_per_channel", lambda p: quantize_dynamic(optimized_onnx or fp32_onnx, p, per_channel=True)),
         ("dynamic", lambda p: quantize_dynamic(optimized_onnx or fp32_onnx, p, per_channel=False)),
     ]
-    if fp32_fallback:
+    if only_fp32:
+        builders = []
+    if fp32_fallback or only_fp32:
         builders.append(("fp32", lambda p: _copy_fp32(optimized_onnx or fp32_onnx, p)))
     timing = f"p50_ms_{timing_shape[0]}x{timing_shape[1]}"
     tried = []
@@ -116,6 +119,9 @@ def choose_int8(fp32_onnx: Path, optimized_onnx: Path | None, fp32_model, output
         reason = (f"fastest at {timing_shape[0]}x{timing_shape[1]} of the candidates within {max_drop_points} "
                   f"validation points of fp32 ONNX, agreeing on >= {min_agreement:.1%} of its predictions"
                   + (" and batch-invariant" if require_invariance else ""))
+    elif fallback and only_fp32:
+        chosen = fallback[0]
+        reason = "INT8 not asked for (profile int8: false); shipping the fp32 graph"
     elif fallback:
         chosen = fallback[0]
         reason = (f"no INT8 variant within {max_drop_points} validation points agrees with fp32 ONNX on "

@@ -284,7 +284,8 @@ class Build:
                                       calibration, selection, self.metric, self.profile.int8_max_drop_points,
                                       self.profile.require_batch_invariance, self.work,
                                       min_agreement=self.profile.min_int8_agreement + self.profile.int8_selection_margin,
-                                      fp32_fallback=self.profile.int8_fp32_fallback, adapter=self.adapter,
+                                      fp32_fallback=self.profile.int8_fp32_fallback or not self.profile.int8,
+                                      only_fp32=not self.profile.int8, adapter=self.adapter,
                                       timing_shape=(8, min(128, self.profile.max_seq_len)))
         self.evaluate("int8", "onnxruntime", OnnxModel(int8_path).run, int8_path.stat().st_size)
         return int8_path, quantization

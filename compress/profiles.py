@@ -55,6 +55,8 @@ class Profile(BaseModel):
                                       "its entity (see compress.train)")
     prune: bool = Field(True, description="structured pruning and its distilled recovery; False ships the "
                         "fine-tuned encoder unpruned (exported and quantized the same way)")
+    int8: bool = Field(True, description="quantize to INT8; False ships the fused fp32 ONNX graph (recorded as "
+                       "int8_variant 'fp32'), e.g. the unquantized accurate last step of a cascade")
     prune_heads_ratio: float = Field(0.35, description="fraction of all attention heads removed")
     prune_ffn_ratio: float = Field(0.55, description="fraction of FFN intermediate neurons removed per layer")
     importance_batches: int = 40

@@ -80,9 +80,12 @@ def build(
                                             "pruning)"),
     lora_rank: Optional[int] = typer.Option(None, min=1, help="--method lora: adapter rank (default: the profile's, 16)"),
     lora_targets: Optional[str] = typer.Option(None, help="--method lora: comma-separated module names to adapt "
-                                               "(default: the architecture adapter's, query,value for BERT)"),
+                                               "(default: the architecture adapter's, every encoder-block linear layer)"),
     prune: bool = typer.Option(True, "--prune/--no-prune", help="--no-prune: skip structured pruning and its "
                                "recovery (an unpruned INT8 model, e.g. a cascade's accurate last step)"),
+    int8: bool = typer.Option(True, "--int8/--no-int8", help="--no-int8: ship the fused fp32 ONNX graph instead "
+                              "of an INT8 one (e.g. with --no-prune: the unpruned, unquantized last step of a "
+                              "cascade)"),
 ) -> None:
     """Fine-tune, prune, export, quantize and evaluate a model, and write models/<name>/.
 
@@ -149,6 +152,7 @@ def build(
             raise typer.Exit(2)
     update = {k: v for k, v in {"seed": seed, "method": method.value if method else None}.items() if v is not None}
     update.update({} if prune else {"prune": False})
+    update.update({} if int8 else {"int8": False})
     if lora_rank is not None or lora_targets:
         if method is not Method.lora:
             raise typer.BadParameter("--lora-rank/--lora-targets go with --method lora", param_hint="--lora-rank")
@@ -471,7 +475,8 @@ def bench_routes(
     concurrency: int = typer.Option(16, min=1, help="requests in flight"),
     limit: Optional[int] = typer.Option(None, min=1, help="test on the first N examples only"),
     calibration_limit: Optional[int] = typer.Option(None, min=1, help="calibrate on the first N validation texts"),
-    out_dir: Path = typer.Option(Path("reports"), help="where routes.json and routes.png go"),
+    out_dir: Path = typer.Option(Path("reports"), help="where the report's .json and .png go"),
+    report: str = typer.Option("routes", help="the report's file name, without .json / .png"),
 ) -> None:
     """A confidence cascade (small -> large, calibrated) against each model alone, over HTTP."""
     _logging("WARNING")
@@ -481,12 +486,12 @@ def bench_routes(
     from presso.service.routing import RoutesError
 
     try:
-        report = run_routes(models_dir, small, large, dataset.value, out_dir, batch, concurrency, target,
-                            limit=limit, calibration_limit=calibration_limit)
+        summary = run_routes(models_dir, small, large, dataset.value, out_dir, batch, concurrency, target,
+                             limit=limit, calibration_limit=calibration_limit, report_name=report)["summary"]
     except (RoutesError, CalibrationInputError, ArtifactError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    typer.echo(json.dumps(report["summary"], indent=2))
+    typer.echo(json.dumps(summary, indent=2))
 
 
 @bench.command("experts")

@@ -82,3 +82,12 @@ def test_cost_fit_recovers_fixed_and_per_token_cost_across_scales():
     points[-1]["ms"] *= 1.3  # one large, slow outlier must not decide the fixed cost
     fixed, per_token, error = offline.fit_cost(points)
     assert 1.5 < fixed < 2.5 and 0.13 < per_token < 0.2 and error < 0.05
+
+
+def test_request_path_floor_bounds_the_one_client_ratio():
+    floor = {"p50_ms": 1.0, "p99_ms": 2.0, "requests": 10, "other_answers": 0, "what": "404 path"}
+    report = serve.summarize(fake_variants(), {"p50_ms": 2.0}, {"name": "ner", "task": "token-classification"},
+                             Settings(), 15, 3, 1000, floor=floor)
+    # (single 2.0 + path 1.0) / single 2.0: no server of this path can show less than 1.5
+    assert report["context_ratios"]["A_p50@1/single_floor"] == 1.5
+    assert report["request_path_floor"] == floor

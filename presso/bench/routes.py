@@ -61,8 +61,8 @@ def measure(url: str, endpoint: str, texts: list[str], test: list, task: str, ba
 
 def run(models_dir: Path, small: str, large: str, dataset: str, out_dir: Path, batch: int = 8,
         concurrency: int = 16, target: float = 0.995, sweep: tuple[float, ...] = SWEEP,
-        limit: int | None = None, calibration_limit: int | None = None) -> dict:
-    """Calibrate, serve, measure every configuration; write ``routes.json`` and ``routes.png``."""
+        limit: int | None = None, calibration_limit: int | None = None, report_name: str = "routes") -> dict:
+    """Calibrate, serve, measure every configuration; write ``<report_name>.json`` and ``.png``."""
     from presso.calibrate import builtin_validation_texts, calibrate
 
     splits, test, texts, endpoint = test_split(dataset, limit)
@@ -100,8 +100,8 @@ def run(models_dir: Path, small: str, large: str, dataset: str, out_dir: Path, b
                               "seconds": round(calibration_s, 1)},
               "configs": configs, "summary": summarize(configs, "f1" if task == "ner" else "accuracy")}
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "routes.json").write_text(json.dumps(report, indent=2) + "\n")
-    plot(report, out_dir / "routes.png")
+    (out_dir / f"{report_name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    plot(report, out_dir / f"{report_name}.png")
     return report
 
 
