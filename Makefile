@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PRESSO := $(VENV)/bin/presso
 PROFILE ?= default
-EXTRAS ?= cpu,compress,bench,test
+EXTRAS ?= cpu,compress,bench,test,grpc
 
 .PHONY: run install models serve test test-fast test-container autoscale bench-serve bench-scaling bench-peers bench-model soak clean arch-matrix
 

@@ -56,9 +56,16 @@ def create_app(settings: Settings, models: dict[str, LoadedModel] | None = None)
             metrics_server, _ = start_http_server(settings.metrics_port, settings.host, plane.metrics.registry)
         await plane.start()
         routing.check()
+        grpc_server = None
+        if settings.grpc_port:
+            from presso.service.oip import grpc as oip_grpc
+
+            grpc_server = await oip_grpc.start(plane, VERSION, settings.host, settings.grpc_port)
         try:
             yield
         finally:
+            if grpc_server is not None:  # after HTTP drained; draining already refuses new gRPC calls
+                await grpc_server.stop(settings.shutdown_grace_s)
             await plane.stop()
             if metrics_server is not None:
                 metrics_server.shutdown()

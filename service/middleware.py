@@ -184,8 +184,14 @@ class ApiKeys:
         return self.keys
 
     def allowed(self, scope, keys: list[bytes]) -> bool:
-        auth = header(scope, b"authorization")
-        offered = [header(scope, b"x-api-key"), auth[7:].strip() if auth and auth[:7].lower() == b"bearer " else None]
+        return self.matches(header(scope, b"authorization"), header(scope, b"x-api-key"), keys)
+
+    @staticmethod
+    def matches(authorization: bytes | None, api_key: bytes | None, keys: list[bytes]) -> bool:
+        """Whether ``Authorization: Bearer <key>`` or ``X-API-Key: <key>`` offers one of ``keys``
+        (also the gRPC transport's check, on its metadata)."""
+        offered = [api_key, authorization[7:].strip()
+                   if authorization and authorization[:7].lower() == b"bearer " else None]
         match = False
         for given in filter(None, offered):
             for key in keys:

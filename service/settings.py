@@ -69,6 +69,8 @@ class Settings(BaseSettings):
                                        "'X-API-Key: <key>' (401 otherwise)")
     api_keys_file: Path | None = Field(None, description="file with one API key per line (e.g. a mounted "
                                        "Kubernetes Secret); '#' starts a comment")
+    grpc_port: int | None = Field(None, ge=1, le=65535, description="also serve the Open Inference Protocol over "
+                                  "gRPC on this port (KServe grpc_predict_v2; needs the grpc extra)")
     metrics_port: int | None = Field(None, ge=1, le=65535, description="serve /metrics on this port instead of "
                                      "the API port")
     log_level: Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"] = Field(
@@ -80,6 +82,16 @@ class Settings(BaseSettings):
     @classmethod
     def upper_case_level(cls, value):
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("grpc_port")
+    @classmethod
+    def grpc_installed(cls, value):
+        import importlib.util
+
+        if value is not None and (importlib.util.find_spec("grpc") is None
+                                  or importlib.util.find_spec("tritonclient") is None):
+            raise ValueError("gRPC needs grpcio and tritonclient[grpc]: pip install 'presso[grpc]'")
+        return value
 
     @model_validator(mode="after")
     def keys_file_readable(self) -> "Settings":

@@ -62,7 +62,7 @@ class InferRequest:
     timeout_ms: int | None
 
 
-def _bytes_elements(blob: bytes, where: str) -> list[bytes]:
+def bytes_elements(blob: bytes, where: str) -> list[bytes]:
     """Elements of a BYTES tensor in the binary extension's layout."""
     out, at = [], 0
     while at < len(blob):
@@ -140,7 +140,7 @@ def parse_infer(body: bytes, header_length: str | None, max_texts: int) -> Infer
         if size != len(binary):
             raise ProtocolError(f"{where}: binary_data_size {str(size)[:20]} does not match the {len(binary)} "
                                 "bytes after the JSON header")
-        raw = _bytes_elements(binary, where)
+        raw = bytes_elements(binary, where)
         try:
             texts = [item.decode("utf-8") for item in raw]
         except UnicodeDecodeError as exc:
