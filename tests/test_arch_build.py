@@ -164,11 +164,15 @@ def test_a_local_encoder_builds_and_serves_ner_with_exact_offsets(family, tmp_pa
         for text, result in zip(UNICODE_TEXTS, response.json()["results"]):
             for entity in result["entities"]:
                 assert text[entity["start"]:entity["end"]] == entity["text"]
-        def spans(entities):  # scores may differ in the last float digits between padded shapes
-            return [(e["label"], e["start"], e["end"], round(e["score"], 2)) for e in entities]
+        def spans(entities):
+            return [(e["label"], e["start"], e["end"]) for e in entities]
 
         alone = client.post("/ner", json={"text": UNICODE_TEXTS[1]}).json()["entities"]
-        assert spans(alone) == spans(response.json()["results"][1]["entities"])  # batch invariance
+        batched = response.json()["results"][1]["entities"]
+        assert spans(alone) == spans(batched)  # batch invariance
+        # Scores may differ in the last float digits between padded shapes (INT8 kernels); rounding
+        # both to 2 digits flaked when a score sat on a rounding edge (0.215), so compare within 0.01.
+        assert [e["score"] for e in alone] == pytest.approx([e["score"] for e in batched], abs=0.01)
 
 
 def fine_tuned_folder(tmp_path, family: str, labels: list[str]):

@@ -46,6 +46,10 @@ PEAK_MACS_PER_CYCLE = {
     "avx512f": {"int8": 64, "fp32": 32},
     "avx2": {"int8": 32, "fp32": 16},
 }
+# AMX (Sapphire Rapids and later): one TDPBUSD tile multiply does 16 x 16 x 64 int8 MACs in 16
+# cycles, 1,024 per cycle per core (Intel AMX instruction reference, "TDPBUSD" latency/throughput);
+# ONNX Runtime's MLAS uses it for u8s8 integer GEMMs where the CPU and kernel allow.
+AMX_INT8_MACS_PER_CYCLE = 1024
 
 
 def length_texts(encoder, sentences: list[str], target: int, n: int) -> tuple[list[str], float]:
@@ -137,7 +141,9 @@ def cpu_peak() -> dict:
     return {"isa": isa, "cores": cores, "ghz": ghz, "macs_per_cycle_per_core": per_cycle,
             "peak_int8_macs_per_s": None if ghz is None else cores * ghz * 1e9 * per_cycle["int8"],
             "peak_fp32_macs_per_s": None if ghz is None else cores * ghz * 1e9 * per_cycle["fp32"],
-            "amx": "amx_int8" in flags}
+            "amx": "amx_int8" in flags,
+            "peak_int8_amx_macs_per_s": (cores * ghz * 1e9 * AMX_INT8_MACS_PER_CYCLE
+                                         if ghz is not None and "amx_int8" in flags else None)}
 
 
 def roofline(artifact: Path, batch: int = 8, seq_len: int = 128, runs: int = 20) -> dict:
@@ -165,11 +171,17 @@ def roofline(artifact: Path, batch: int = 8, seq_len: int = 128, runs: int = 20)
     if peak["peak_int8_macs_per_s"]:
         ideal_s = (total["int8"] / peak["peak_int8_macs_per_s"]
                    + (total["fp32"] + total["attention"]) / peak["peak_fp32_macs_per_s"])
+    ideal_amx_s = None
+    if peak.get("peak_int8_amx_macs_per_s"):  # the same mix with the integer GEMMs on AMX tiles
+        ideal_amx_s = (total["int8"] / peak["peak_int8_amx_macs_per_s"]
+                       + (total["fp32"] + total["attention"]) / peak["peak_fp32_macs_per_s"])
     profile = profiled_ops(model_path, feeds, runs=10)
     return {"shape": f"{batch}x{seq_len}", "p50_ms": round(1000 * p50_s, 3), "macs": total,
             "achieved_macs_per_s": round(achieved, 0), "cpu": peak,
             "ideal_ms_at_peak": None if ideal_s is None else round(1000 * ideal_s, 3),
             "fraction_of_peak": None if ideal_s is None else round(ideal_s / p50_s, 4),
+            "ideal_ms_at_amx_peak": None if ideal_amx_s is None else round(1000 * ideal_amx_s, 3),
+            "fraction_of_amx_peak": None if ideal_amx_s is None else round(ideal_amx_s / p50_s, 4),
             "profile": profile}
 
 
