@@ -77,6 +77,36 @@ class InferenceError(RuntimeError):
     """Inference failed for the batch this sequence was in."""
 
 
+class CoreSlots:
+    """The cores that every model's batcher in one process shares: at most ``workers`` batches run
+    at once across all models (one per core with ``intra_op_threads=1``). Without it each model's
+    batcher would start its own ``workers`` batches, so a second busy model (a cascade's next
+    step, a router's experts, NER beside classification) oversubscribes the cores, and a batcher
+    that sees only its own queue would pick its all-cores session while another model's batches
+    run. ``running`` counts batches running now; ``waiting`` counts batchers waiting for a core.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._semaphore = asyncio.Semaphore(workers)
+        self.running = 0
+        self.waiting = 0
+
+    async def acquire(self) -> None:
+        self.waiting += 1
+        try:
+            await self._semaphore.acquire()
+        finally:
+            self.waiting -= 1
+
+    def release(self) -> None:
+        self._semaphore.release()
+
+    def alone(self) -> bool:
+        """Whether a batch starting now is the only one running and no batcher waits for a core."""
+        return self.running <= 1 and self.waiting == 0
+
+
 @dataclass(eq=False)
 class _Item:
     payload: Any
@@ -132,12 +162,15 @@ class DynamicBatcher:
             loaded batches run side by side on one core each).
         limits: batch and queue bounds.
         cost: tokens of one payload (``[seq_len]`` of its encoding); default 1 per payload.
-        workers: batches that may run concurrently (threads).
+        workers: batches that may run concurrently (threads), when ``slots`` is not given.
+        slots: cores shared with other models' batchers (:class:`CoreSlots`); default: this
+            batcher's own ``workers``.
         metrics: a :class:`presso.service.metrics.Metrics` or None.
     """
 
     def __init__(self, name: str, infer: InferFn, limits: BatchLimits, cost: CostFn | None = None,
-                 workers: int = 1, metrics=None, infer_alone: InferFn | None = None) -> None:
+                 workers: int = 1, metrics=None, infer_alone: InferFn | None = None,
+                 slots: CoreSlots | None = None) -> None:
         self.name = name
         self.limits = limits
         self._infer = infer
@@ -147,8 +180,8 @@ class DynamicBatcher:
         self._queue: deque[_Item] = deque()
         self._queued_tokens = 0
         self._arrival = asyncio.Event()
-        self._slots = asyncio.Semaphore(workers)
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"infer-{name}")
+        self._slots = slots or CoreSlots(workers)
+        self._executor = ThreadPoolExecutor(max_workers=self._slots.workers, thread_name_prefix=f"infer-{name}")
         self._collector: asyncio.Task | None = None
         self._running: set[asyncio.Task] = set()
         self._closed = False
@@ -248,6 +281,9 @@ class DynamicBatcher:
 
     async def _collect_forever(self) -> None:
         while True:
+            while not self._queue:  # a core is taken only with work queued: an idle model holds none
+                self._arrival.clear()
+                await self._arrival.wait()
             await self._slots.acquire()
             try:
                 batch = await self._next_batch()
@@ -262,11 +298,10 @@ class DynamicBatcher:
             task.add_done_callback(self._running.discard)
 
     async def _next_batch(self) -> list[_Item]:
+        """The next batch, or [] when the queue emptied (callers left) while it waited for a core."""
         while True:
             if not self._queue:
-                self._arrival.clear()
-                await self._arrival.wait()
-                continue
+                return []
             window = list(islice(self._queue, self.limits.sort_window))
             chosen, full = select_batch([i.tokens for i in window], self.limits)
             remaining = window[0].enqueued_at + self.limits.max_wait_ms / 1000.0 - time.monotonic()
@@ -296,9 +331,10 @@ class DynamicBatcher:
 
     async def _run(self, batch: list[_Item]) -> None:
         started = time.monotonic()
+        self._slots.running += 1
         try:
             self._observe_batch(batch, started)
-            infer = self._infer_alone if len(self._running) <= 1 and not self._queue else self._infer
+            infer = self._infer_alone if self._slots.alone() and not self._queue else self._infer
             loop = asyncio.get_running_loop()
             results = await loop.run_in_executor(self._executor, infer, [i.payload for i in batch])
             if len(results) != len(batch):
@@ -318,6 +354,7 @@ class DynamicBatcher:
             self._tokens_per_s = rate if not self._tokens_per_s else 0.8 * self._tokens_per_s + 0.2 * rate
             if self._metrics:
                 self._metrics.inference_latency.labels(model=self.name).observe(elapsed_s)
+            self._slots.running -= 1
             self._slots.release()
 
     def _observe_batch(self, batch: list[_Item], started: float) -> None:

@@ -16,7 +16,8 @@ from typing import Awaitable, Callable
 from presso.core.manifest import ArtifactError, Task
 from presso.core.runtime import RuntimeSetupError, onnxruntime_distribution, select_providers
 from presso.service import errors
-from presso.service.batching import BatchLimits, BatcherClosed, DeadlineExceeded, DynamicBatcher, InferenceError
+from presso.service.batching import (BatchLimits, BatcherClosed, CoreSlots, DeadlineExceeded, DynamicBatcher,
+                                     InferenceError)
 from presso.service.batching import Overloaded as QueueFull
 from presso.service.memory import release_memory
 from presso.service.metrics import Metrics
@@ -67,6 +68,7 @@ class DataPlane:
         self.active = 0
         self.last_request_at = 0.0
         self._large_requests = asyncio.Semaphore(available_cores())
+        self.cores = CoreSlots(settings.inference_workers())  # every model's batches share the cores
         self._reloading: dict[str, asyncio.Lock] = {}
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -110,8 +112,7 @@ class DataPlane:
             await asyncio.to_thread(model.infer, items, alone=True)
         self.metrics.register_model(model.name)
         batcher = DynamicBatcher(model.name, model.infer, BatchLimits.from_settings(self.settings),
-                                 cost=lambda item: item.tokens, workers=self.settings.inference_workers(),
-                                 metrics=self.metrics,
+                                 cost=lambda item: item.tokens, slots=self.cores, metrics=self.metrics,
                                  infer_alone=(lambda items: model.infer(items, alone=True))
                                  if self.settings.all_cores_when_idle else None)
         batcher.start()

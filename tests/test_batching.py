@@ -301,3 +301,48 @@ def test_batch_metrics_count_padding():
     assert value("presso_batch_tokens_sum", {"model": "m"}) == 60  # 2 x 30 padded
     assert value("presso_padding_ratio_sum", {"model": "m"}) == pytest.approx(1 - 40 / 60)
     assert value("presso_queue_tokens", {"model": "m"}) == 0
+
+
+def test_models_sharing_cores_never_run_more_batches_than_cores_and_idle_models_hold_none():
+    """Two models' batchers on one CoreSlots(1): their batches never overlap, an idle model holds
+    no core (the other model's work runs), and the all-cores session runs only for a batch that
+    is alone across both models."""
+    from presso.service.batching import CoreSlots
+
+    active, peak, lock = [0], [0], threading.Lock()
+    sessions: list[str] = []
+
+    def model(session: str):
+        def infer(payloads):
+            with lock:
+                active[0] += 1
+                peak[0] = max(peak[0], active[0])
+                sessions.append(session)
+            time.sleep(0.01)
+            with lock:
+                active[0] -= 1
+            return [("result", p) for p in payloads]
+        return infer
+
+    async def scenario():
+        cores = CoreSlots(1)
+        a = DynamicBatcher("a", model("a"), BatchLimits(max_batch_size=2), cost=length, slots=cores,
+                           infer_alone=model("a-alone"))
+        b = DynamicBatcher("b", model("b"), BatchLimits(max_batch_size=2), cost=length, slots=cores,
+                           infer_alone=model("b-alone"))
+        a.start()
+        b.start()
+        try:
+            alone = await asyncio.wait_for(b.submit([(0, 4)]), 5)  # a idle: b gets the core at once
+            assert alone == [("result", (0, 4))] and sessions == ["b-alone"]
+            answers = await asyncio.wait_for(asyncio.gather(
+                *(a.submit([(i, 4)]) for i in range(6)), *(b.submit([(i, 4)]) for i in range(6))), 10)
+            assert [r[0][1][0] for r in answers] == list(range(6)) * 2
+        finally:
+            await a.stop()
+            await b.stop()
+        assert cores.running == 0 and cores.waiting == 0
+
+    asyncio.run(scenario())
+    assert peak[0] == 1  # one core: never two batches at once, across models
+    assert "a" in sessions and "b" in sessions  # under load both models ran on the shared session
