@@ -229,9 +229,10 @@ def load_domains(seed: int = 13) -> Splits:
     """Which domain a text comes from, ``news`` (CoNLL-2003) or ``social`` (WNUT-16): the router of
     a top-k expert route. Texts are the sentences' tokens joined by spaces (as ``presso eval``
     sends them). The training split is balanced: as many news sentences (a seeded sample) as there
-    are training tweets (1,915), so the router's prior does not favour the larger corpus; with
-    4,000 news sentences (a 68% news prior) it sent 5 of the 237 test tweets to the news expert.
-    Trained with the plateau budget (``builtin`` False)."""
+    are training tweets (1,915), so the router's prior does not favour the larger corpus (with
+    4,000 news sentences it routed 97.9% of the test tweets and 99.2% of the news sentences right;
+    balanced, 97.0% and 99.6%: within a few texts of each other). Trained with the plateau budget
+    (``builtin`` False)."""
     import random
 
     news, tweets = load_conll2003(), load_wnut16(seed)

@@ -5,8 +5,12 @@ text runs on its top ``k`` experts (an expert under ``min_probability`` is dropp
 top one), with weights = the router's probabilities renormalised over the experts kept. Every
 expert gets its texts in one ordinary :meth:`DataPlane.infer` call, all experts side by side, so
 they are batched with other traffic like any request; the deadline counts from arrival across the
-router and the experts. A text with one expert and no label map gets exactly that expert's answer;
-otherwise the experts' outputs are mixed over the route's labels (:meth:`TaskPlugin.combine`).
+router and the experts. A text with one expert gets that expert's answer: exactly, without a label
+map; for NER with one, its own decoded entity spans with their types renamed by the map (decoding
+after adding up the probabilities of types mapped together, e.g. WNUT's product, movie and tvshow
+into MISC, finds entities the expert itself does not: on the tweet test split the routed model's
+entity F1 was 0.527 that way, 0.553 this way, with the tweet expert alone at 0.579). Otherwise the experts' outputs are mixed over
+the route's labels (:meth:`TaskPlugin.combine`).
 """
 
 from __future__ import annotations
@@ -78,8 +82,12 @@ async def run_router(plane: DataPlane, route: RouterRoute, texts: list[str], *, 
     for i, (text, experts) in enumerate(zip(texts, chosen)):
         top_key = experts[0][0]
         top_model, _ = ran[top_key]
-        if len(experts) == 1 and route.experts[top_key].label_map is None and list(top_model.labels) == labels:
+        label_map = route.experts[top_key].label_map
+        if len(experts) == 1 and (ner or (label_map is None and list(top_model.labels) == labels)):
             result, confidence = top_model.assemble_with_confidence(text, ran[top_key][1][at[top_key][i]])
+            if ner and label_map:
+                result = {**result, "entities": [{**e, "label": label_map.get(e["label"], e["label"])}
+                                                 for e in result["entities"]]}
         else:
             parts = [(w, ran[key][1][at[key][i]], matrices[key], list(ran[key][0].labels)) for key, w in experts]
             result, confidence = top_model.plugin.combine(text, parts, labels)
