@@ -166,15 +166,14 @@ def roofline(artifact: Path, batch: int = 8, seq_len: int = 128, runs: int = 20)
     total = {k: v * batch for k, v in per_seq.items()}
     peak = cpu_peak()
     achieved = sum(total.values()) / p50_s
-    # the roofline's ceiling for this mix: each class of work at its own peak
-    ideal_s = None
-    if peak["peak_int8_macs_per_s"]:
-        ideal_s = (total["int8"] / peak["peak_int8_macs_per_s"]
-                   + (total["fp32"] + total["attention"]) / peak["peak_fp32_macs_per_s"])
-    ideal_amx_s = None
-    if peak.get("peak_int8_amx_macs_per_s"):  # the same mix with the integer GEMMs on AMX tiles
-        ideal_amx_s = (total["int8"] / peak["peak_int8_amx_macs_per_s"]
-                       + (total["fp32"] + total["attention"]) / peak["peak_fp32_macs_per_s"])
+    def ideal(int8_peak: float | None) -> float | None:
+        """The roofline's ceiling for this mix: each class of work at its own peak (seconds)."""
+        if not int8_peak:
+            return None
+        return total["int8"] / int8_peak + (total["fp32"] + total["attention"]) / peak["peak_fp32_macs_per_s"]
+
+    ideal_s = ideal(peak["peak_int8_macs_per_s"])
+    ideal_amx_s = ideal(peak["peak_int8_amx_macs_per_s"])  # the integer GEMMs on AMX tiles
     profile = profiled_ops(model_path, feeds, runs=10)
     return {"shape": f"{batch}x{seq_len}", "p50_ms": round(1000 * p50_s, 3), "macs": total,
             "achieved_macs_per_s": round(achieved, 0), "cpu": peak,

@@ -9,8 +9,8 @@ router and the experts. A text with one expert gets that expert's answer: exactl
 map; for NER with one, its own decoded entity spans with their types renamed by the map (decoding
 after adding up the probabilities of types mapped together, e.g. WNUT's product, movie and tvshow
 into MISC, finds entities the expert itself does not: on the tweet test split the routed model's
-entity F1 was 0.527 that way, 0.553 this way, with the tweet expert alone at 0.579). Otherwise the experts' outputs are mixed over
-the route's labels (:meth:`TaskPlugin.combine`).
+entity F1 was 0.527 that way, 0.553 this way, with the tweet expert alone at 0.579). Otherwise the
+experts' outputs are mixed over the route's labels (:meth:`TaskPlugin.combine`).
 """
 
 from __future__ import annotations
