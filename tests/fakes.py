@@ -60,14 +60,15 @@ def token_logits_table(kind: str, num_labels: int | None = None) -> np.ndarray:
     return table
 
 
-def write_onnx(path: Path, kind: str, num_labels: int | None = None) -> Path:
+def write_onnx(path: Path, kind: str, num_labels: int | None = None, table: np.ndarray | None = None) -> Path:
     """ONNX graph with inputs ``input_ids``, ``attention_mask``, ``token_type_ids`` (int64
     ``[batch, sequence]``) and output ``logits``: ``[batch, sequence, labels]`` (ner) or the
-    attention-masked sum over tokens ``[batch, labels]`` (classify)."""
+    attention-masked sum over tokens ``[batch, labels]`` (classify); ``table`` (``[vocab, labels]``)
+    replaces :func:`token_logits_table`."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    table = numpy_helper.from_array(token_logits_table(kind, num_labels), "table")
+    table = numpy_helper.from_array(token_logits_table(kind, num_labels) if table is None else table, "table")
     inputs = [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "sequence"])
               for n in ("input_ids", "attention_mask", "token_type_ids")]
     nodes = [helper.make_node("Gather", ["table", "input_ids"], ["tok_logits"], axis=0)]
@@ -94,13 +95,15 @@ def write_onnx(path: Path, kind: str, num_labels: int | None = None) -> Path:
     return path
 
 
-def write_artifact(root: Path, name: str, kind: str, max_seq_len: int = 32, labels: list[str] | None = None) -> Path:
+def write_artifact(root: Path, name: str, kind: str, max_seq_len: int = 32, labels: list[str] | None = None,
+                   table: np.ndarray | None = None) -> Path:
     """A complete fake ``models/<name>/`` artifact with a valid manifest and checksum; ``labels``
-    renames NER's five tags, or gives a classifier its own label set."""
+    renames NER's five tags, or gives a classifier its own label set; ``table``: its own per-token
+    logits (see :func:`write_onnx`)."""
     d = root / name
     d.mkdir(parents=True, exist_ok=True)
     write_tokenizer(d / "tokenizer.json")
-    write_onnx(d / "model.onnx", kind, None if labels is None or kind == "ner" else len(labels))
+    write_onnx(d / "model.onnx", kind, None if labels is None or kind == "ner" else len(labels), table)
     Manifest(name=name, task=Task.from_short("ner" if kind == "ner" else "classify"),
              labels=labels or (NER_LABELS if kind == "ner" else CLASS_LABELS), max_seq_len=max_seq_len,
              model_file="model.onnx",

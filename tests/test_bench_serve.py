@@ -23,13 +23,19 @@ def fake_variants() -> dict:
     return {**{k: {"label": k, "levels": v} for k, v in levels.items()}, "D": {"label": "D", "seq_per_s": throughput}}
 
 
-def test_ratios_use_the_exact_keys_and_targets(tmp_path):
-    report = serve.summarize(fake_variants(), {"p50_ms": 2.0}, {"name": "ner", "task": "token-classification"},
+def test_ratios_use_the_exact_keys_and_targets(tmp_path, monkeypatch):
+    variants = fake_variants()
+    variants["A"]["levels"][-1].update(event_loop_cpu_cores=0.3, loadgen_cpu_cores=0.1)  # of 2 cores
+    monkeypatch.setattr("presso.service.settings.available_cores", lambda: 2)
+    report = serve.summarize(variants, {"p50_ms": 2.0}, {"name": "ner", "task": "token-classification"},
                              Settings(), 15, 3, 1000)
     assert report["ratios"] == {"A/B@32": pytest.approx(5.66, abs=0.01), "A/C@32": pytest.approx(56.57, abs=0.01),
                                 "A/D@128": pytest.approx(1.886, abs=0.001), "A_p50@1/single": 1.5}
     assert report["targets_met"] == {"A/B@32": True, "A/C@32": True, "A/D@128": True, "A_p50@1/single": False}
     assert report["context_ratios"]["A/D_length_sorted@128"] == pytest.approx(0.943, abs=0.001)
+    # the event loop and wrk took 0.4 of 2 cores at 128 clients: inference had 80% of what D had
+    assert report["context_ratios"]["A/D@128_bound"] == 0.8
+    assert report["context_ratios"]["A/D@128_of_bound"] == pytest.approx(1.886 / 0.8, abs=0.002)
     serve.plot(report, tmp_path / "serve-bench.png")
     assert (tmp_path / "serve-bench.png").stat().st_size > 10_000
 

@@ -17,7 +17,7 @@ from presso.core.spans import decode_words, merge_windows, merged_probs, window_
 from presso.service.routing import ModelInfo, RoutesError, check_routes, load_routes
 from presso.service.routing.experts import top_experts
 from tests.conftest import LiveServer, make_settings
-from tests.fakes import CLASS_LABELS, NER_LABELS, write_artifact
+from tests.fakes import CLASS_LABELS, NER_LABELS, VOCAB, token_logits_table, write_artifact
 
 RENAMED = ["O", "B-place", "I-place", "B-person", "I-person"]  # NER_LABELS under other names
 TO_ROUTE = {"place": "LOC", "person": "PER"}
@@ -145,6 +145,35 @@ def test_k1_answers_with_the_routed_expert_and_k2_mixes_them(router_server):
         direct = client.post("/classify", json={"text": "good day", "model": "domain"}).json()
         assert one["label"] == direct["label"] and one["scores"] == pytest.approx(direct["scores"], abs=1e-5)
         assert one["experts"][0]["expert"] == "positive"
+
+
+def test_one_ner_expert_answers_its_own_spans_not_its_summed_mapped_probabilities(tmp_path):
+    """An expert whose word is "no entity" (O 0.30) but split between two types that the route maps
+    together (0.24 + 0.24): adding up the mapped probabilities and decoding again would find an
+    entity the expert does not; a text routed to that one expert gets the expert's own answer."""
+    pytest.importorskip("onnx")
+    labels = ["O", "B-product", "I-product", "B-movie", "I-movie"]
+    table = token_logits_table("ner")
+    table[VOCAB.index("u")] = [1.0, 0.8, 0.0, 0.8, 0.0]
+    root = tmp_path / "models"
+    write_artifact(root, "domain", "classify")
+    write_artifact(root, "ner-misc", "ner", labels=labels, table=table)
+    routes = tmp_path / "routes.json"
+    routes.write_text(json.dumps({"routes": {"misc": {
+        "kind": "router", "task": "ner", "router": "domain", "k": 1, "labels": ["MISC"],
+        "experts": {label: {"model": "ner-misc", "label_map": {"product": "MISC", "movie": "MISC"}}
+                    for label in CLASS_LABELS}}}}))
+    words = window_words(table[[VOCAB.index("the"), VOCAB.index("u")]], [0, 1], [(0, 3), (4, 5)], labels)
+    spans, probs = merged_probs([words], len(labels))
+    summed = probs @ mapping_matrix(labels, iob_labels(["MISC"]), {"product": "MISC", "movie": "MISC"}, iob=True)
+    assert [w.tag for w in decode_words(summed, spans, iob_labels(["MISC"]))] == ["O", "B-MISC"]  # the other way
+    from presso.service.api import create_app
+
+    with LiveServer(create_app(make_settings(root, routes_file=routes))) as server:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            own = client.post("/ner", json={"text": "the u", "model": "ner-misc"}).json()
+            routed = client.post("/ner", json={"text": "the u", "route": "misc"}).json()
+    assert own["entities"] == [] and routed["entities"] == [] and routed["model"] == "ner-misc"
 
 
 def test_router_metrics_count_scored_and_routed_texts(router_server):
