@@ -97,3 +97,11 @@ def test_request_path_floor_bounds_the_one_client_ratio():
     # (single 2.0 + path 1.0) / single 2.0: no server of this path can show less than 1.5
     assert report["context_ratios"]["A_p50@1/single_floor"] == 1.5
     assert report["request_path_floor"] == floor
+
+
+def test_in_process_single_runs_texts_through_the_data_plane(fake_models_dir, tmp_path):
+    only = tmp_path / "models"
+    only.mkdir()
+    (only / "fake-ner").symlink_to(fake_models_dir / "fake-ner")
+    out = serve.in_process_single(only, ["john smith lives in paris", "new york"] * 10)
+    assert out["texts"] == 20 and out["p50_ms"] > 0

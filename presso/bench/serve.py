@@ -189,6 +189,41 @@ def request_path_floor(url: str, texts_file: Path, duration_s: float, warmup_s: 
                     "model lookup and the error answer; wrk at 1 client, same server as (A)"}
 
 
+def in_process_single(models_dir: Path, texts: list[str]) -> dict:
+    """p50 of one text at a time through the service's own :class:`DataPlane` in this process (no HTTP):
+    tokenization, the batcher, the hand-off to an inference thread, the all-cores session and span
+    assembly. Between the single call and A at 1 client: what the scheduling path adds, without HTTP."""
+    import asyncio
+    import statistics
+
+    from prometheus_client import CollectorRegistry
+
+    from presso.service.dataplane import DataPlane
+    from presso.service.metrics import Metrics
+    from presso.service.settings import Settings
+
+    async def measure() -> list[float]:
+        plane = DataPlane(Settings(models_dir=models_dir), Metrics(CollectorRegistry()))
+        await plane.start()
+        try:
+            task = next(iter(plane.models.values())).manifest.task
+            for text in texts[:200]:  # warm up
+                await plane.infer(task, [text], single=True)
+            out = []
+            for text in texts:
+                started = time.perf_counter()
+                await plane.infer(task, [text], single=True)
+                out.append(time.perf_counter() - started)
+            return out
+        finally:
+            await plane.stop()
+
+    latencies = asyncio.run(measure())
+    return {"p50_ms": round(1000 * statistics.median(latencies), 3), "texts": len(latencies),
+            "what": "one text at a time through the service's data plane in-process (tokenize, batcher, "
+                    "inference thread, spans), no HTTP"}
+
+
 def torch_baseline_model(artifact: Path, torch_model: Path | None, work: Path) -> tuple[Path, str]:
     """The fp32 PyTorch model for (C): ``torch_model`` (e.g. ``<work-dir>/fp32`` of ``presso build``),
     else the base encoder with an untrained head of the artifact's labels (same compute cost)."""
@@ -231,6 +266,7 @@ def run(models_dir: Path, name: str, out_dir: Path, torch_model: Path | None = N
         print("references without HTTP: one text alone, offline throughput (D)", file=sys.stderr, flush=True)
         model = offline.load(artifact, settings.intra_op_threads)
         single = offline.best_single_call_ms(artifact, texts)
+        in_process = in_process_single(only, texts)
         d_before = offline.throughput(model, texts, settings.inference_workers())
         print("cost model: fixed + per-token cost of one ONNX Runtime call", file=sys.stderr, flush=True)
         cost = offline.cost_model(model, texts, settings.inference_workers())
@@ -268,6 +304,8 @@ def run(models_dir: Path, name: str, out_dir: Path, torch_model: Path | None = N
         shutil.rmtree(work, ignore_errors=True)
 
     report = summarize(variants, single, manifest, settings, duration_s, warmup_s, max_requests, cost, floor)
+    report["in_process_single"] = in_process
+    report["context_ratios"]["A_p50@1/single_in_process"] = round(in_process["p50_ms"] / single["p50_ms"], 2)
     report["models"] = model_versions(models_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "serve-bench.json").write_text(json.dumps(report, indent=2) + "\n")
