@@ -34,8 +34,8 @@ def test_ratios_use_the_exact_keys_and_targets(tmp_path, monkeypatch):
     assert report["targets_met"] == {"A/B@32": True, "A/C@32": True, "A/D@128": True, "A_p50@1/single": False}
     assert report["context_ratios"]["A/D_length_sorted@128"] == pytest.approx(0.943, abs=0.001)
     # the event loop and wrk took 0.4 of 2 cores at 128 clients: inference had 80% of what D had
-    assert report["context_ratios"]["A/D@128_bound"] == 0.8
-    assert report["context_ratios"]["A/D@128_of_bound"] == pytest.approx(1.886 / 0.8, abs=0.002)
+    assert report["context_ratios"]["A/D@128_cores_left"] == 0.8
+    assert report["context_ratios"]["A/D@128_per_core_left"] == pytest.approx(1.886 / 0.8, abs=0.002)
     serve.plot(report, tmp_path / "serve-bench.png")
     assert (tmp_path / "serve-bench.png").stat().st_size > 10_000
 
