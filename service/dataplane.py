@@ -203,17 +203,14 @@ class DataPlane:
         raise errors.ModelReplaced(f"model {loaded.name} was replaced repeatedly; retry")
 
     async def _tokenize(self, model: LoadedModel, texts: list[str], single: bool, deadline: float,
-                        expired) -> list[list]:
+                        expired, disconnected: Disconnected | None = None) -> list[list]:
         limit = self.settings.max_queued_tokens
         try:  # a request over the queue's token bound could never be admitted, or would lock others out
             if sum(map(len, texts)) <= INLINE_TOKENIZE_CHARS:
                 return model.tokenize(texts, limit)  # cheaper than a thread hop
-            # off the event loop; one large request per core at a time bounds tokenization memory
-            try:
-                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                    await self._large_requests.acquire()  # a grant that loses the race to the timeout is given back
-            except TimeoutError:
-                raise expired("waiting to be tokenized behind other large requests") from None
+            # off the event loop; one large request per core at a time bounds tokenization memory;
+            # a request whose client leaves while it waits for its turn is dropped then (ClientGone)
+            await self._large_turn(deadline, expired, disconnected)
             try:
                 return await asyncio.to_thread(model.tokenize, texts, limit)
             finally:
@@ -221,6 +218,27 @@ class DataPlane:
         except TooManyTokens as exc:
             raise errors.TooManyTokens(f"request has {exc}, at most {limit} (PRESSO_MAX_QUEUED_TOKENS) per request",
                                        "text" if single else "texts") from None
+
+    async def _large_turn(self, deadline: float, expired, disconnected: Disconnected | None) -> None:
+        """Wait for one of the large-request tokenization slots, until ``deadline`` or until the
+        client leaves; a slot granted to a waiter that gave up is given back.
+
+        Raises:
+            errors.Expired: the deadline passed first.
+            errors.ClientGone: the client left first.
+        """
+        acquire = asyncio.ensure_future(self._large_requests.acquire())
+        try:
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                await unless_disconnected(asyncio.shield(acquire), disconnected)
+        except BaseException as exc:
+            if acquire.done() and not acquire.cancelled() and acquire.exception() is None:
+                self._large_requests.release()  # granted as the waiter gave up
+            else:
+                acquire.cancel()  # asyncio.Semaphore gives back a grant its cancelled waiter had
+            if isinstance(exc, TimeoutError):
+                raise expired("waiting to be tokenized behind other large requests") from None
+            raise
 
     async def _run_on(self, model: LoadedModel, batcher: DynamicBatcher, texts: list[str], single: bool,
                       deadline: float, timeout_ms: float, disconnected: Disconnected | None,
@@ -234,7 +252,7 @@ class DataPlane:
 
         if time.monotonic() >= deadline:
             raise expired("before tokenization (the body took that long to arrive)")
-        sequences = await self._tokenize(model, texts, single, deadline, expired)
+        sequences = await self._tokenize(model, texts, single, deadline, expired, disconnected)
         if time.monotonic() >= deadline:
             raise expired("during tokenization")
         try:

@@ -107,7 +107,10 @@ class MetricsMiddleware:
                                      "request finished; retry on another replica")
                 except Exception:  # the connection is already gone
                     pass
-            raise
+            if status != "503":
+                raise
+            # answered: the request ends here, as shutdown wants, without uvicorn logging the
+            # cancellation as an "Exception in ASGI application" traceback
         except BaseException:
             status = "500" if status == "499" else status
             raise

@@ -13,6 +13,7 @@ from presso.service import errors
 from presso.service.dataplane import DataPlane
 from presso.service.metrics import Metrics
 from presso.service.registry import load_models
+from presso.service.settings import available_cores
 from tests.conftest import make_settings
 
 
@@ -78,3 +79,41 @@ def test_not_ready_before_start(fake_models_dir):
     plane = DataPlane(make_settings(fake_models_dir), Metrics(), {})
     with pytest.raises(errors.NotReady):
         plane.pick(Task.TOKEN_CLASSIFICATION, None)
+
+
+def test_a_large_request_waiting_for_its_tokenization_turn_leaves_with_its_client_or_deadline(fake_models_dir):
+    """Every large-request slot busy: a waiter whose client leaves is dropped at once (ClientGone),
+    one whose deadline passes gets Expired, and neither keeps a slot; the next one runs."""
+    async def scenario():
+        plane = await started(fake_models_dir)
+        slots = plane._large_requests
+        held = 0
+        try:
+            while not slots.locked():  # every core busy tokenizing someone else's large request
+                await slots.acquire()
+                held += 1
+            text = "john smith lives in paris . " * 100  # over the inline tokenization size
+
+            async def gone():
+                await asyncio.sleep(0.05)
+
+            started_at = time.monotonic()
+            with pytest.raises(errors.ClientGone):
+                await plane.infer(Task.TOKEN_CLASSIFICATION, [text], disconnected=gone)
+            with pytest.raises(errors.Expired, match="behind other large requests"):
+                await plane.infer(Task.TOKEN_CLASSIFICATION, [text], timeout_ms=50)
+            assert time.monotonic() - started_at < 5
+            for _ in range(held):
+                slots.release()
+            held = 0
+            _, (result,) = await plane.infer(Task.TOKEN_CLASSIFICATION, [text])  # no slot was kept
+            assert result["entities"]
+            for _ in range(available_cores()):  # every slot is free again
+                await asyncio.wait_for(slots.acquire(), 1)
+                held += 1
+        finally:
+            for _ in range(held):
+                slots.release()
+            await plane.stop()
+
+    run(scenario())

@@ -205,6 +205,8 @@ def test_requests_still_running_at_the_grace_deadline_get_a_json_503_and_exit_is
         if proc.poll() is None:
             proc.kill()
     assert took_s < 2 + 3, took_s  # the grace, plus the running batch's rest and shutdown; never twice the grace
+    log = (tmp_path / "server.log").read_text()
+    assert "Exception in ASGI application" not in log and "Traceback" not in log, log[-3000:]
     for r in answers:
         assert r.status_code in (200, 503) and r.headers["content-type"] == "application/json", r.text
         if r.status_code == 503:
