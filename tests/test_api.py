@@ -68,12 +68,29 @@ def test_form_content_type_is_read_as_json(client):
     (b'{"text": "a", "model": "fake-sentiment"}', 422, "body.model"),
     (b'{not json', 400, "body"),
     (b'\xff\xfe\x00', 400, "body"),
+    ('{"text": "paris"}'.encode("utf-16"), 400, "body"),  # JSON is UTF-8 (RFC 8259)
+    (b'{"text": "caf\xe9"}', 400, "body"),  # latin-1
 ])
 def test_bad_input_gets_a_json_4xx_naming_the_field(client, body, status, field):
     r = client.post("/ner", content=body, headers={"content-type": "application/json"})
     assert r.status_code == status, r.text
     err = r.json()
     assert err["field"] == field and err["message"] and err["error"]
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "br", "deflate"])
+def test_a_compressed_body_is_refused_naming_the_header(client, encoding):
+    import gzip
+
+    r = client.post("/ner", content=gzip.compress(b'{"text": "paris"}'),
+                    headers={"content-type": "application/json", "content-encoding": encoding})
+    assert r.status_code == 415, r.text
+    assert r.json()["error"] == "unsupported_media_type" and r.json()["field"] == "header.content-encoding"
+
+
+def test_a_utf8_byte_order_mark_is_ignored(client):
+    r = client.post("/ner", content=b'\xef\xbb\xbf{"text": "paris"}', headers={"content-type": "application/json"})
+    assert r.status_code == 200 and r.json()["entities"][0]["text"] == "paris"
 
 
 def test_limits(fake_models_dir):

@@ -103,7 +103,7 @@ def parse_infer(body: bytes, header_length: str | None, max_texts: int) -> Infer
             raise ProtocolError("Inference-Header-Content-Length is not a length within the body")
         body, binary = body[: int(header_length)], body[int(header_length):]
     try:
-        request = json.loads(body)
+        request = json.loads(body.decode("utf-8-sig"))  # JSON is UTF-8; bytes would also take UTF-16/32
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"request body is not valid JSON: {exc}"[:300]) from None
     except RecursionError:
@@ -149,8 +149,10 @@ def parse_infer(body: bytes, header_length: str | None, max_texts: int) -> Infer
         if "data" not in tensor:
             raise ProtocolError(f"{where}: no data (JSON 'data' or binary_data_size)")
         texts = _flat(tensor["data"], where)
-        if not all(isinstance(t, str) for t in texts):
-            raise ProtocolError(f"{where}: every element of a BYTES tensor must be a string")
+        bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
+        if bad is not None:
+            raise ProtocolError(f"{where}: every element of a BYTES tensor must be a string; element {bad} is "
+                                f"{type(texts[bad]).__name__}")
     if len(texts) != n:
         raise ProtocolError(f"{where}: shape says {n} texts, data has {len(texts)}")
     outputs = request.get("outputs")
