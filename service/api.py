@@ -90,12 +90,12 @@ def create_app(settings: Settings, models: dict[str, LoadedModel] | None = None)
         add_task_route(app, plugin, endpoints)
     oip.install(app, plane, VERSION)
 
-    @app.get("/health/live", summary="Liveness: the process answers")
+    @app.api_route("/health/live", methods=["GET", "HEAD"], summary="Liveness: the process answers")
     async def live():
         return {"status": "alive"}
 
-    @app.get("/health/ready", summary="Readiness: every model loaded and warmed up",
-             responses={503: {"model": ErrorBody}})
+    @app.api_route("/health/ready", methods=["GET", "HEAD"], summary="Readiness: every model loaded and warmed up",
+                   responses={503: {"model": ErrorBody}})
     async def ready():
         if not plane.serving:
             return error_response(503, "not_ready", "models are loading or the service is shutting down")

@@ -50,6 +50,12 @@ def test_classify(client):
     assert [r["label"] for r in many["results"]] == ["positive", "negative", "neutral"]
 
 
+def test_health_answers_head_as_load_balancers_send_it(client):
+    for path in ("/health/live", "/health/ready"):
+        r = client.head(path)
+        assert r.status_code == 200 and r.content == b"", (path, r.status_code)
+
+
 def test_form_content_type_is_read_as_json(client):
     r = client.post("/ner", content=b'{"text": "paris"}', headers={"content-type": "application/x-www-form-urlencoded"})
     assert r.status_code == 200 and r.json()["entities"][0]["text"] == "paris"
