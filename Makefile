@@ -6,7 +6,7 @@ PRESSO := $(VENV)/bin/presso
 PROFILE ?= default
 EXTRAS ?= cpu,compress,bench,test,grpc
 
-.PHONY: run install models serve test test-fast test-container autoscale bench-serve bench-scaling bench-peers bench-model soak clean arch-matrix
+.PHONY: run install models serve test test-fast test-container autoscale bench-serve bench-scaling bench-peers bench-model bench-routes bench-experts soak clean arch-matrix
 
 # A build refused by the accuracy gate does not stop the others: whatever passed is served, and
 # the recipe ends with the refused build's status (3) once the server is stopped (make then reports
