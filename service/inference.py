@@ -75,10 +75,6 @@ class InferenceEndpoints:
         if declared and declared not in JSON_TYPES and not declared.endswith(b"+json"):
             return error_response(415, "unsupported_media_type", f"content type {declared.decode('latin-1')[:100]!r}; "
                                   "send application/json", "header.content-type")
-        encoding = (header(scope, b"content-encoding") or b"identity").strip().lower()
-        if encoding not in (b"identity", b""):
-            return error_response(415, "unsupported_media_type", f"content encoding {encoding.decode('latin-1')[:100]!r}; "
-                                  "send the body uncompressed", "header.content-encoding")
         max_texts = self.plane.settings.max_texts_per_request
         if not raw:
             return validation_error_response([{"loc": ("body",), "msg": "Field required", "type": "missing"}],

@@ -8,7 +8,7 @@
 3. :class:`ApiKeys`: 401 on inference and model-management paths without a configured key.
 4. :class:`BodyLimit`: 413 for bodies over the limit before they are read into memory (also
    chunked ones without Content-Length), 408 for uploads that stall.
-5. :class:`JsonByDefault`: POST bodies without a JSON content type are read as JSON.
+5. :class:`JsonByDefault`: POST bodies without a JSON content type are read as JSON; encoded ones get 415.
 
 Errors raised here are JSON :class:`presso.service.schemas.ErrorBody` objects, like the app's own.
 """
@@ -281,7 +281,9 @@ class BodyLimit:
 
 class JsonByDefault:
     """A POST without a JSON content type (``curl -d`` sends a form type, some clients text/plain)
-    is read as JSON, so the answer is about the body's content rather than its declared type."""
+    is read as JSON, so the answer is about the body's content rather than its declared type. A POST
+    with a ``Content-Encoding`` other than identity (gzip, br, ...) gets 415 on every endpoint: bodies
+    are read as sent, so a compressed one would only fail later as invalid JSON."""
 
     LENIENT = (b"", b"application/x-www-form-urlencoded", b"text/plain")
 
@@ -290,6 +292,11 @@ class JsonByDefault:
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http" and scope["method"] == "POST":
+            encoding = (header(scope, b"content-encoding") or b"identity").strip().lower()
+            if encoding not in (b"identity", b""):
+                return await send_error(send, 415, "unsupported_media_type", f"content encoding "
+                                        f"{encoding.decode('latin-1')[:100]!r}; send the body uncompressed",
+                                        "header.content-encoding")
             declared = (header(scope, b"content-type") or b"").split(b";")[0].strip().lower()
             if declared in self.LENIENT:
                 headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]

@@ -85,10 +85,11 @@ def test_bad_input_gets_a_json_4xx_naming_the_field(client, body, status, field)
 
 
 @pytest.mark.parametrize("encoding", ["gzip", "br", "deflate"])
-def test_a_compressed_body_is_refused_naming_the_header(client, encoding):
+@pytest.mark.parametrize("path", ["/ner", "/v2/models/fake-ner/infer"])
+def test_a_compressed_body_is_refused_naming_the_header(client, encoding, path):
     import gzip
 
-    r = client.post("/ner", content=gzip.compress(b'{"text": "paris"}'),
+    r = client.post(path, content=gzip.compress(b'{"text": "paris"}'),
                     headers={"content-type": "application/json", "content-encoding": encoding})
     assert r.status_code == 415, r.text
     assert r.json()["error"] == "unsupported_media_type" and r.json()["field"] == "header.content-encoding"
