@@ -83,28 +83,58 @@ class CoreSlots:
     batcher would start its own ``workers`` batches, so a second busy model (a cascade's next
     step, a router's experts, NER beside classification) oversubscribes the cores, and a batcher
     that sees only its own queue would pick its all-cores session while another model's batches
-    run. ``running`` counts batches running now; ``waiting`` counts batchers waiting for a core.
+    run. A batch on the all-cores session holds every slot (:meth:`hold_all`): a batch started
+    beside it would put more threads than cores to work, and ONNX Runtime's parallel operators
+    then wait on whichever thread the OS parked. ``running`` counts batches running now;
+    ``waiting`` counts batchers waiting for a core; ``callers`` counts submit calls not yet
+    answered on any of the batchers. Slots go to waiters first come, first served.
     """
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
-        self._semaphore = asyncio.Semaphore(workers)
         self.running = 0
-        self.waiting = 0
+        self.callers = 0
+        self._free = workers
+        self._waiters: deque[asyncio.Future] = deque()
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
 
     async def acquire(self) -> None:
-        self.waiting += 1
+        if self._free and not self._waiters:
+            self._free -= 1
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
         try:
-            await self._semaphore.acquire()
-        finally:
-            self.waiting -= 1
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # granted, then cancelled before it ran: hand the slot on
+            else:
+                self._waiters.remove(waiter)
+            raise
 
-    def release(self) -> None:
-        self._semaphore.release()
+    def release(self, slots: int = 1) -> None:
+        self._free += slots
+        while self._free and self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self._free -= 1
+                waiter.set_result(None)
 
-    def alone(self) -> bool:
-        """Whether a batch starting now is the only one running and no batcher waits for a core."""
-        return self.running <= 1 and self.waiting == 0
+    def hold_all(self, callers_in_batch: int) -> int | None:
+        """For a batch that holds one slot and is about to run: when it is the only batch running,
+        every other slot is free, no batcher waits and every caller waiting on these cores has its
+        sequences in this batch (``callers_in_batch``), take the other slots too and return how many
+        (0 with one core; give them back with :meth:`release`); otherwise None (it runs beside
+        others). A caller elsewhere (another model's queue, the next cascade step) means a batch
+        will soon want a core: one core per batch then wastes less than every core on one small batch."""
+        if self.running > 1 or self._waiters or self._free != self.workers - 1 or self.callers > callers_in_batch:
+            return None
+        taken, self._free = self._free, 0
+        return taken
 
 
 @dataclass(eq=False)
@@ -113,6 +143,7 @@ class _Item:
     tokens: int
     future: asyncio.Future
     deadline: float | None
+    caller: object = None  # one per submit call
     enqueued_at: float = field(default_factory=time.monotonic)
 
 
@@ -158,8 +189,9 @@ class DynamicBatcher:
         name: model name (metrics label, logs).
         infer: ``list[payload] -> list[result]`` of the same length and order; runs in a worker thread.
         infer_alone: used instead of ``infer`` for a batch that runs while no other batch runs and
-            nothing is queued (e.g. a session using every core: lowest latency at low load, while
-            loaded batches run side by side on one core each).
+            nothing is queued; such a batch holds every core slot while it runs (e.g. a session
+            using every core: lowest latency at low load, while loaded batches run side by side on
+            one core each).
         limits: batch and queue bounds.
         cost: tokens of one payload (``[seq_len]`` of its encoding); default 1 per payload.
         workers: batches that may run concurrently (threads), when ``slots`` is not given.
@@ -249,7 +281,9 @@ class DynamicBatcher:
         if deadline is not None and deadline <= time.monotonic():
             raise DeadlineExceeded("deadline passed before the request was queued")
         loop = asyncio.get_running_loop()
-        items = [_Item(p, t, loop.create_future(), deadline) for p, t in zip(payloads, tokens)]
+        caller = object()
+        items = [_Item(p, t, loop.create_future(), deadline, caller) for p, t in zip(payloads, tokens)]
+        self._slots.callers += 1
         self._queue.extend(items)
         self._queued_tokens += sum(tokens)
         self._arrival.set()
@@ -266,6 +300,8 @@ class DynamicBatcher:
         except BaseException:
             self._discard(items)  # caller gone, deadline passed or one sequence failed: drop the rest
             raise
+        finally:
+            self._slots.callers -= 1
 
     def _discard(self, items: list[_Item]) -> None:
         for item in items:
@@ -332,9 +368,11 @@ class DynamicBatcher:
     async def _run(self, batch: list[_Item]) -> None:
         started = time.monotonic()
         self._slots.running += 1
+        extra = None
         try:
             self._observe_batch(batch, started)
-            infer = self._infer_alone if self._slots.alone() and not self._queue else self._infer
+            extra = None if self._queue else self._slots.hold_all(len({id(i.caller) for i in batch}))
+            infer = self._infer if extra is None else self._infer_alone
             loop = asyncio.get_running_loop()
             results = await loop.run_in_executor(self._executor, infer, [i.payload for i in batch])
             if len(results) != len(batch):
@@ -355,7 +393,7 @@ class DynamicBatcher:
             if self._metrics:
                 self._metrics.inference_latency.labels(model=self.name).observe(elapsed_s)
             self._slots.running -= 1
-            self._slots.release()
+            self._slots.release(1 + (extra or 0))
 
     def _observe_batch(self, batch: list[_Item], started: float) -> None:
         if not self._metrics:

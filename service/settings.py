@@ -36,8 +36,9 @@ class Settings(BaseSettings):
     inference_threads: int = Field(0, ge=0, description="batches run concurrently per model (worker threads); "
                                    "0 = one per core left by intra_op_threads")
     intra_op_threads: int = Field(1, ge=0, description="ONNX Runtime threads per operator; 0 = all cores")
-    all_cores_when_idle: bool = Field(True, description="a batch that runs while nothing else runs or waits "
-                                      "uses a second session on every core (low latency at low load)")
+    all_cores_when_idle: bool = Field(True, description="a batch that runs while nothing else runs or waits, "
+                                      "holding every waiting request's texts, uses a second session on every core "
+                                      "and holds them all (low latency at low load)")
     intra_op_spinning: bool = Field(False, description="intra-op threads of the main session busy-wait between "
                                     "operators (ONNX Runtime's default; off leaves cores to the event loop; the "
                                     "all-cores session always spins)")

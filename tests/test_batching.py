@@ -346,3 +346,70 @@ def test_models_sharing_cores_never_run_more_batches_than_cores_and_idle_models_
     asyncio.run(scenario())
     assert peak[0] == 1  # one core: never two batches at once, across models
     assert "a" in sessions and "b" in sessions  # under load both models ran on the shared session
+
+
+def test_an_all_cores_batch_holds_every_core_and_runs_only_when_every_caller_is_in_it():
+    """CoreSlots(2): a lone caller's batch runs on the all-cores session and holds both slots, so
+    another model's batch waits for it instead of running beside it (more threads than cores);
+    while a caller waits on another model, batches run one per core, never on the all-cores session."""
+    from presso.service.batching import CoreSlots
+
+    spans: list[tuple[str, object, float, float]] = []
+
+    def model(session: str):
+        def infer(payloads):
+            start = time.monotonic()
+            time.sleep(0.02)
+            spans.append((session, payloads[0][0], start, time.monotonic()))
+            return [("result", p) for p in payloads]
+        return infer
+
+    async def scenario():
+        cores = CoreSlots(2)
+        a = DynamicBatcher("a", model("a"), BatchLimits(), cost=length, slots=cores, infer_alone=model("a-all"))
+        b = DynamicBatcher("b", model("b"), BatchLimits(), cost=length, slots=cores, infer_alone=model("b-all"))
+        a.start()
+        b.start()
+        try:
+            first = asyncio.ensure_future(a.submit([("lone", 4)]))
+            await asyncio.sleep(0.005)  # a's lone batch is running on every core
+            second = asyncio.ensure_future(b.submit([("after", 4)]))
+            await asyncio.wait_for(asyncio.gather(first, second), 5)
+            # two callers at once, one per model: each batch takes one core, side by side
+            await asyncio.wait_for(asyncio.gather(a.submit([("side-a", 4)]), b.submit([("side-b", 4)])), 5)
+        finally:
+            await a.stop()
+            await b.stop()
+        assert cores.running == 0 and cores.waiting == 0 and cores.callers == 0
+
+    asyncio.run(scenario())
+    by_payload = {payload: (session, start, end) for session, payload, start, end in spans}
+    assert by_payload["lone"][0] == "a-all" and by_payload["after"][1] >= by_payload["lone"][2]  # b's batch waited
+    (_, start_a, end_a), (_, start_b, end_b) = by_payload["side-a"], by_payload["side-b"]
+    assert (by_payload["side-a"][0], by_payload["side-b"][0]) == ("a", "b") and start_b < end_a and start_a < end_b
+
+
+def test_core_slots_hand_a_cancelled_waiters_slot_on_and_lose_none():
+    """A waiter cancelled while queued leaves the queue; one cancelled after its grant passes the
+    slot to the next waiter; in the end every slot is free again."""
+    from presso.service.batching import CoreSlots
+
+    async def scenario():
+        cores = CoreSlots(1)
+        await cores.acquire()
+        queued = [asyncio.ensure_future(cores.acquire()) for _ in range(3)]
+        await asyncio.sleep(0)
+        assert cores.waiting == 3
+        queued[0].cancel()  # cancelled while queued
+        await asyncio.sleep(0)
+        cores.release()  # granted to queued[1] ...
+        queued[1].cancel()  # ... which is cancelled before it ran: queued[2] gets the slot
+        await asyncio.gather(*queued, return_exceptions=True)
+        assert queued[2].done() and not queued[2].cancelled() and cores.waiting == 0
+        cores.release()
+        assert cores.hold_all(callers_in_batch=0) is None  # the caller holds no slot: nothing to complete
+        await asyncio.wait_for(cores.acquire(), 1)
+        cores.running = 1
+        assert cores.hold_all(callers_in_batch=0) == 0  # one core: nothing else to take
+
+    asyncio.run(scenario())

@@ -4,12 +4,14 @@ server with every cascade route, the report's summary keys and the plot."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
 from tests.fakes import write_artifact
 
 
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk (throughput is measured with it)")
 def test_bench_routes_writes_the_summary_and_plot(tmp_path):
     pytest.importorskip("onnx")
     pytest.importorskip("matplotlib")
@@ -25,7 +27,7 @@ def test_bench_routes_writes_the_summary_and_plot(tmp_path):
     write_artifact(models, "small", "classify")
     write_artifact(models, "large", "classify")
     report = routes.run(models, "small", "large", "sentiment", tmp_path / "out", batch=4, concurrency=4,
-                        sweep=(0.5, 0.9), limit=48, calibration_limit=48)
+                        sweep=(0.5, 0.9), limit=48, calibration_limit=48, wrk_seconds=1)
     saved = json.loads((tmp_path / "out" / "routes.json").read_text())
     assert saved["summary"] == report["summary"]
     summary = report["summary"]
@@ -35,5 +37,9 @@ def test_bench_routes_writes_the_summary_and_plot(tmp_path):
     assert report["configs"]["cascade_calibrated"]["answered_by"] == {"small": 48}
     assert summary["cascade_metric_gap_points"] == 0.0
     assert {"cascade_t0.5", "cascade_t0.9", "large_again"} <= set(report["configs"])
+    ratios = sorted(r["ratio"] for r in report["paired_rounds"])
+    assert len(ratios) == 3 and summary["cascade_speedup_vs_large"] == ratios[1]  # the median paired round
+    assert summary["ideal_speedup_vs_large"] == pytest.approx(
+        1 / (report["configs"]["large"]["texts_per_s"] / report["configs"]["small"]["texts_per_s"]), abs=1e-3)
     assert set(report["models"]) == {"small", "large"}
     assert (tmp_path / "out" / "routes.png").stat().st_size > 10_000
