@@ -39,7 +39,9 @@ def test_bench_routes_writes_the_summary_and_plot(tmp_path):
     assert {"cascade_t0.5", "cascade_t0.9", "large_again"} <= set(report["configs"])
     ratios = sorted(r["ratio"] for r in report["paired_rounds"])
     assert len(ratios) == 3 and summary["cascade_speedup_vs_large"] == ratios[1]  # the median paired round
-    assert summary["ideal_speedup_vs_large"] == pytest.approx(
+    assert summary["ideal_speedup_by_text_count"] == pytest.approx(
         1 / (report["configs"]["large"]["texts_per_s"] / report["configs"]["small"]["texts_per_s"]), abs=1e-3)
+    assert summary["ideal_speedup_vs_large"] == summary["ideal_speedup_by_text_count"]  # nothing escalated
+    assert sum(report["configs"]["large"]["answered_tokens_by"].values()) > 48
     assert set(report["models"]) == {"small", "large"}
     assert (tmp_path / "out" / "routes.png").stat().st_size > 10_000

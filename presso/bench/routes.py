@@ -25,7 +25,7 @@ from pathlib import Path
 
 from presso.bench.net import free_port
 from presso.bench.provenance import model_versions
-from presso.bench.serve import cpu_name, start_server, stop_server
+from presso.bench.serve import cpu_name, find_artifact, start_server, stop_server
 from presso.http_eval import post_all, score, test_split
 
 SWEEP = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
@@ -49,21 +49,32 @@ def serve_with_routes(models_dir: Path, routes_file: Path, log_path: Path):
 
 
 def measure(url: str, endpoint: str, texts: list[str], test: list, task: str, batch: int, concurrency: int,
-            requests_file: Path, model: str | None = None, route: str | None = None,
+            requests_file: Path, tokens: list[int], model: str | None = None, route: str | None = None,
             wrk_seconds: float = WRK_SECONDS) -> dict:
-    """The test metric and which model answered how many (one pass from a Python client), and the
-    throughput (:func:`wrk_pass`)."""
+    """The test metric and which model answered how many texts and tokens (``tokens``: each text's,
+    special tokens included) in one pass from a Python client, and the throughput (:func:`wrk_pass`)."""
     started = time.perf_counter()
     results = asyncio.run(post_all(url, endpoint, model, texts, batch, concurrency, route=route))
     elapsed = time.perf_counter() - started
     metrics = score(task, test, results)
     metric = "f1" if task == "ner" else "accuracy"
     answered: dict[str, int] = {}
-    for r in results:
+    answered_tokens: dict[str, int] = {}
+    for r, n in zip(results, tokens):
         answered[r.get("model", model)] = answered.get(r.get("model", model), 0) + 1
+        answered_tokens[r.get("model", model)] = answered_tokens.get(r.get("model", model), 0) + n
     return {**wrk_pass(url, endpoint, requests_file, len(texts), concurrency, model, route, wrk_seconds),
             "python_client_texts_per_s": round(len(texts) / elapsed, 1), metric: float(metrics[metric]),
-            "metrics": metrics, "answered_by": answered}
+            "metrics": metrics, "answered_by": answered, "answered_tokens_by": answered_tokens}
+
+
+def token_counts(models_dir: Path, name: str, texts: list[str]) -> list[int]:
+    """Each text's tokens as model ``name`` encodes it (every window's, special tokens included)."""
+    from presso.core.runtime import onnxruntime_distribution, select_providers
+    from presso.service.registry import LoadedModel
+
+    model = LoadedModel(find_artifact(models_dir, name), select_providers(onnxruntime_distribution()), 1)
+    return [sum(w.tokens for w in windows) for windows in model.tokenize(texts)]
 
 
 def write_requests(texts: list[str], batch: int, path: Path) -> Path:
@@ -118,13 +129,14 @@ def run(models_dir: Path, small: str, large: str, dataset: str, out_dir: Path, b
     routes_file.write_text(json.dumps(routes_document(task, small, large, thresholds)))
     proc, url = serve_with_routes(models_dir, routes_file, work / "server.log")
     requests_file = write_requests(texts, batch, work / "requests.txt")
+    tokens = token_counts(models_dir, small, texts)
     warm_file = write_requests(texts[:256], batch, work / "warm-up.txt")
     try:
         for model in (small, large):
             wrk_pass(url, endpoint, warm_file, 256, concurrency, model=model, duration_s=2)
 
         def one(**selector) -> dict:
-            return measure(url, endpoint, texts, test, task, batch, concurrency, requests_file, **selector,
+            return measure(url, endpoint, texts, test, task, batch, concurrency, requests_file, tokens, **selector,
                            wrk_seconds=wrk_seconds)
 
         configs: dict[str, dict] = {"large": one(model=large), "small": one(model=small)}
@@ -171,17 +183,20 @@ def summarize(configs: dict[str, dict], metric: str, small: str, paired: list[di
             "speedup_from": f"median of {len(ratios)} paired rounds" if ratios else "single pass",
             "single_pass_speedup_vs_large": single_pass,
             "ideal_speedup_vs_large": ideal_speedup(configs, small),
+            "ideal_speedup_by_text_count": ideal_speedup(configs, small, by="texts"),
             "small_speedup_vs_large": round(configs["small"]["texts_per_s"] / large_tps, 3),
             "large_drift": round(configs["large_again"]["texts_per_s"] / configs["large"]["texts_per_s"], 3),
             "targets": {"gap_at_most_0.2_points": gap <= 0.2, "speedup_at_least_1.5": speedup >= 1.5}}
 
 
-def ideal_speedup(configs: dict[str, dict], small: str) -> float:
-    """What the calibrated cascade would give over large with no scheduling loss: every text costs
-    small's time per text and the escalated share also large's, ``1 / (large/small + escalated)``
-    in units of large's time per text (both from the single passes)."""
+def ideal_speedup(configs: dict[str, dict], small: str, by: str = "tokens") -> float:
+    """What the calibrated cascade would give over large with no scheduling loss, in units of
+    large's time for the whole split: small runs every text (``large/small`` of that time) and large
+    the escalated ones, ``1 / (large/small + escalated share)``. The share is of tokens (``by=
+    "tokens"``: a padded encoder's cost grows with them, and doubtful sentences are the long ones)
+    or of texts (``by="texts"``); throughputs from the single passes."""
     small_tps, large_tps = configs["small"]["texts_per_s"], configs["large"]["texts_per_s"]
-    answered = configs["cascade_calibrated"]["answered_by"]
+    answered = configs["cascade_calibrated"]["answered_by" if by == "texts" else "answered_tokens_by"]
     escalated = 1 - answered.get(small, 0) / sum(answered.values())
     return round(1 / (large_tps / small_tps + escalated), 3)
 
