@@ -101,6 +101,11 @@ class CoreSlots:
     def waiting(self) -> int:
         return len(self._waiters)
 
+    @property
+    def free(self) -> int:
+        """Slots no batch holds now."""
+        return self._free
+
     async def acquire(self) -> None:
         if self._free and not self._waiters:
             self._free -= 1

@@ -413,3 +413,56 @@ def test_core_slots_hand_a_cancelled_waiters_slot_on_and_lose_none():
         assert cores.hold_all(callers_in_batch=0) == 0  # one core: nothing else to take
 
     asyncio.run(scenario())
+
+
+@settings(max_examples=40, deadline=None)
+@given(plan=st.lists(st.tuples(st.sampled_from("ab"), st.integers(1, 64), st.sampled_from([0.0, 0.0, 1.0, 3.0]),
+                               st.sampled_from([None, None, 0.0, 2.0])), min_size=1, max_size=20),
+       workers=st.integers(1, 3))
+def test_models_sharing_cores_settle_every_caller_and_free_every_core(plan, workers):
+    """Two models on one CoreSlots, callers arriving at random and some cancelled (at once or after
+    2 ms): every caller that stays gets its own result, batches never run on more slots than there
+    are, and afterwards every slot is free and no caller is counted."""
+    from presso.service.batching import CoreSlots
+
+    active, peak, lock = [0], [0], threading.Lock()
+
+    def model(cores_taken: int):
+        def infer(payloads):
+            with lock:
+                active[0] += cores_taken
+                peak[0] = max(peak[0], active[0])
+            time.sleep(0.001)
+            with lock:
+                active[0] -= cores_taken
+            return [("result", p) for p in payloads]
+        return infer
+
+    async def scenario():
+        cores = CoreSlots(workers)
+        batchers = {name: DynamicBatcher(name, model(1), BatchLimits(max_batch_size=4), cost=length, slots=cores,
+                                         infer_alone=model(workers)) for name in "ab"}
+        for b in batchers.values():
+            b.start()
+
+        async def client(i, name, n, delay_ms):
+            await asyncio.sleep(delay_ms / 1000)
+            return await batchers[name].submit([(i, n)])
+
+        tasks = [asyncio.ensure_future(client(i, name, n, delay)) for i, (name, n, delay, _) in enumerate(plan)]
+        for task, (*_, cancel_after_ms) in zip(tasks, plan):
+            if cancel_after_ms is not None:
+                asyncio.get_running_loop().call_later(cancel_after_ms / 1000, task.cancel)
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        for b in batchers.values():
+            await b.stop()
+        return cores, outcomes
+
+    cores, outcomes = asyncio.run(scenario())
+    for i, ((_, n, _, cancel_after_ms), outcome) in enumerate(zip(plan, outcomes)):
+        if cancel_after_ms is None:
+            assert outcome == [("result", (i, n))]
+        else:
+            assert isinstance(outcome, asyncio.CancelledError) or outcome == [("result", (i, n))]
+    assert peak[0] <= workers  # an all-cores batch counts as every core
+    assert cores.running == 0 and cores.waiting == 0 and cores.callers == 0 and cores.free == workers
