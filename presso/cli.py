@@ -478,17 +478,19 @@ def bench_routes(
     out_dir: Path = typer.Option(Path("reports"), help="where the report's .json and .png go"),
     report: str = typer.Option("routes", help="the report's file name, without .json / .png"),
 ) -> None:
-    """A confidence cascade (small -> large, calibrated) against each model alone, over HTTP."""
+    """A confidence cascade (small -> large, calibrated) against each model alone, over HTTP (needs wrk)."""
     _logging("WARNING")
     from presso.bench.routes import run as run_routes
+    from presso.bench.wrk import wrk_binary
     from presso.calibrate import CalibrationInputError
     from presso.core.manifest import ArtifactError
     from presso.service.routing import RoutesError
 
     try:
+        wrk_binary()
         summary = run_routes(models_dir, small, large, dataset.value, out_dir, batch, concurrency, target,
                              limit=limit, calibration_limit=calibration_limit, report_name=report)["summary"]
-    except (RoutesError, CalibrationInputError, ArtifactError) as exc:
+    except (RoutesError, CalibrationInputError, ArtifactError, RuntimeError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     typer.echo(json.dumps(summary, indent=2))
