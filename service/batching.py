@@ -117,7 +117,7 @@ class CoreSlots:
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
                 self.release()  # granted, then cancelled before it ran: hand the slot on
-            else:
+            elif waiter in self._waiters:  # a release() may already have passed over it
                 self._waiters.remove(waiter)
             raise
 

@@ -406,6 +406,13 @@ def test_core_slots_hand_a_cancelled_waiters_slot_on_and_lose_none():
         queued[1].cancel()  # ... which is cancelled before it ran: queued[2] gets the slot
         await asyncio.gather(*queued, return_exceptions=True)
         assert queued[2].done() and not queued[2].cancelled() and cores.waiting == 0
+        late = asyncio.ensure_future(cores.acquire())
+        await asyncio.sleep(0)
+        late.cancel()  # cancelled, and a release passes over its waiter before it resumes
+        cores.release()
+        await asyncio.gather(late, return_exceptions=True)
+        assert late.cancelled() and cores.waiting == 0 and cores.free == 1
+        await cores.acquire()
         cores.release()
         assert cores.hold_all(callers_in_batch=0) is None  # the caller holds no slot: nothing to complete
         await asyncio.wait_for(cores.acquire(), 1)
