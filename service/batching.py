@@ -107,6 +107,12 @@ class CoreSlots:
         return self._free
 
     async def acquire(self) -> None:
+        """Take one slot, waiting in line (first come, first served) while none is free.
+
+        Raises:
+            asyncio.CancelledError: the caller was cancelled while waiting; it holds no slot then
+                (one granted at the same moment is handed to the next waiter).
+        """
         if self._free and not self._waiters:
             self._free -= 1
             return
@@ -122,6 +128,7 @@ class CoreSlots:
             raise
 
     def release(self, slots: int = 1) -> None:
+        """Give back ``slots`` slots; waiters still waiting get them in order."""
         self._free += slots
         while self._free and self._waiters:
             waiter = self._waiters.popleft()
