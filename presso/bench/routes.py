@@ -61,8 +61,9 @@ def measure(url: str, endpoint: str, texts: list[str], test: list, task: str, ba
     answered: dict[str, int] = {}
     answered_tokens: dict[str, int] = {}
     for r, n in zip(results, tokens):
-        answered[r.get("model", model)] = answered.get(r.get("model", model), 0) + 1
-        answered_tokens[r.get("model", model)] = answered_tokens.get(r.get("model", model), 0) + n
+        by = r.get("model", model)
+        answered[by] = answered.get(by, 0) + 1
+        answered_tokens[by] = answered_tokens.get(by, 0) + n
     return {**wrk_pass(url, endpoint, requests_file, len(texts), concurrency, model, route, wrk_seconds),
             "python_client_texts_per_s": round(len(texts) / elapsed, 1), metric: float(metrics[metric]),
             "metrics": metrics, "answered_by": answered, "answered_tokens_by": answered_tokens}
