@@ -67,9 +67,9 @@ def builtin_validation_texts(dataset: str) -> list[str]:
     return [ex.text for ex in splits.validation]
 
 
-def answers(model, texts: list[str]) -> tuple[list[tuple], list[float]]:
-    """Each text's answer key and confidence from one loaded model, batched by length as the
-    service batches (results do not depend on batch composition)."""
+def results(model, texts: list[str]) -> list[tuple[dict, float]]:
+    """Each text's answer (the response fields) and confidence from one loaded model, batched by
+    length as the service batches (results do not depend on batch composition)."""
     windows = model.tokenize(texts)
     flat = sorted(((t, w) for t, ws in enumerate(windows) for w in range(len(ws))),
                   key=lambda tw: windows[tw[0]][tw[1]].tokens)
@@ -78,12 +78,14 @@ def answers(model, texts: list[str]) -> tuple[list[tuple], list[float]]:
         chunk = flat[at: at + BATCH]
         for key, out in zip(chunk, model.infer([windows[t][w] for t, w in chunk])):
             partials[key] = out
-    keys, confidences = [], []
-    for t, text in enumerate(texts):
-        result, confidence = model.assemble_with_confidence(text, [partials[(t, w)] for w in range(len(windows[t]))])
-        keys.append(answer_key(model.task.short, result))
-        confidences.append(confidence)
-    return keys, confidences
+    return [model.assemble_with_confidence(text, [partials[(t, w)] for w in range(len(windows[t]))])
+            for t, text in enumerate(texts)]
+
+
+def answers(model, texts: list[str]) -> tuple[list[tuple], list[float]]:
+    """Each text's answer key (:func:`answer_key`) and confidence from one loaded model."""
+    answered = results(model, texts)
+    return [answer_key(model.task.short, r) for r, _ in answered], [c for _, c in answered]
 
 
 def calibrate(route_name: str, routes_file: Path, models_dir: Path, texts: list[str], target: float,

@@ -58,7 +58,8 @@ def build(
     strict: bool = typer.Option(False, "--strict", help="refuse rows with empty text (or no tokens) instead of "
                                 "counting and skipping them"),
     name: Optional[str] = typer.Option(None, help="artifact name (default: the dataset or task name)"),
-    profile: str = typer.Option("default", help="training budget: default, full or smoke"),
+    profile: str = typer.Option("default", help="training budget: default, full, cascade-small (a faster, less "
+                                "accurate first step for a cascade) or smoke"),
     models_dir: Path = typer.Option(Path("models"), help="where artifacts are written"),
     if_missing: bool = typer.Option(False, "--if-missing", help="skip when the artifact already exists"),
     work_dir: Optional[Path] = typer.Option(None, help="keep checkpoints, fp32 ONNX models and INT8 candidates "
@@ -491,6 +492,28 @@ def bench_routes(
         summary = run_routes(models_dir, small, large, dataset.value, out_dir, batch, concurrency, target,
                              limit=limit, calibration_limit=calibration_limit, report_name=report)["summary"]
     except (RoutesError, CalibrationInputError, ArtifactError, RuntimeError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(json.dumps(summary, indent=2))
+
+
+@bench.command("cascade-bound")
+def bench_cascade_bound(
+    dataset: Builtin = typer.Argument(..., help="built-in dataset: validation and test splits, labelled"),
+    step: list[Path] = typer.Option(..., "--step", help="an artifact folder, once per cascade step, cheapest first"),
+    max_gap: float = typer.Option(0.2, min=0.0, help="most points the cascade may lose against the last model"),
+    out_dir: Path = typer.Option(Path("reports"), help="where the report goes"),
+    report: str = typer.Option("cascade-bound", help="the report's file name, without .json"),
+) -> None:
+    """The most a cascade of these models can gain: every threshold offline, each model's cost per
+    token measured in the same run (no server)."""
+    _logging("WARNING")
+    from presso.bench.cascade_bound import run as run_bound
+    from presso.core.manifest import ArtifactError
+
+    try:
+        summary = run_bound(dataset.value, step, out_dir, max_gap, report)["summary"]
+    except (ArtifactError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     typer.echo(json.dumps(summary, indent=2))
