@@ -139,6 +139,8 @@ class Build:
         elif self.reuse_fine_tuned and (checkpoint / "config.json").is_file():
             enabled = bool(getattr(AutoConfig.from_pretrained(checkpoint), "presso_casing", False))
             reason = "as the reused fine-tuned checkpoint was trained"
+        elif getattr(self.base_config, "presso_casing", False):
+            enabled, reason = True, "as the base checkpoint (fine-tuned by Presso) was trained"
         elif not self.profile.casing.get(self.task, False):
             enabled, reason = False, f"off in profile {self.profile.name!r} for {self.task}"
         elif not lowercases(Tokenizer.from_file(str(self.out / "tokenizer.json"))):
@@ -187,7 +189,7 @@ class Build:
                                            **({"given_with": "--fine-tuned"} if self.fine_tuned else {})}
         else:
             model = load_model(self.task, self.base.path, self.splits.labels)
-            if self.casing["enabled"]:
+            if self.casing["enabled"] and not getattr(model.config, "presso_casing", False):
                 enable_casing(model)
             model = self.fine_tune_weights(model)
             if self.main_process:  # a complete Hugging Face folder: ``--fine-tuned`` accepts it as is

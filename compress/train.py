@@ -42,7 +42,10 @@ class ListDataset(torch.utils.data.Dataset):
 
 
 def load_model(task: str, path: str | Path, labels: Sequence[str] | None = None):
-    """A BERT-family encoder with a token- or sequence-classification head from a local path."""
+    """A BERT-family encoder with a token- or sequence-classification head from a local path.
+
+    With ``labels``, a checkpoint already fine-tuned for another label set (e.g. a news NER model
+    adapted to tweets) keeps its encoder and gets a new head when the label counts differ."""
     from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
     cls = AutoModelForTokenClassification if task == "ner" else AutoModelForSequenceClassification
@@ -50,7 +53,7 @@ def load_model(task: str, path: str | Path, labels: Sequence[str] | None = None)
         return cls.from_pretrained(path)
     return cls.from_pretrained(
         path, num_labels=len(labels), id2label=dict(enumerate(labels)),
-        label2id={label: i for i, label in enumerate(labels)},
+        label2id={label: i for i, label in enumerate(labels)}, ignore_mismatched_sizes=True,
     )
 
 

@@ -95,6 +95,8 @@ def test_run_on_fake_artifacts_writes_the_report(tmp_path):
     assert len(report["sweep"]) == len(report["grid"])
     # the fakes answer alike: every threshold keeps the metric, so the lowest-cost row is chosen
     assert report["summary"]["chosen_on_validation"]["validation_gap_points"] == 0.0
+    calibrated = report["summary"]["calibrated_to_agreement"]["0.995"]
+    assert calibrated["test_gap_points"] == 0.0 and calibrated["test_share_tokens"][0] == 1.0
 
 
 def test_one_step_is_a_one_line_error(tmp_path):

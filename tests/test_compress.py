@@ -298,3 +298,22 @@ def test_trainer_validation_metric_decodes_like_the_service():
     gold_masked = np.array([[1, IGNORE_INDEX, 0]])
     pred = SimpleNamespace(predictions=np.log(probs), label_ids=gold_masked)
     assert compute_metrics_fn("ner", labels)(pred)["f1"] == 1.0
+
+
+def test_a_fine_tuned_checkpoint_adapts_to_another_label_set_keeping_encoder_and_casing(tmp_path):
+    """A news NER checkpoint as the base of a tweet model with ten types: same encoder weights and
+    casing rows, a new head of the new size (label counts differ)."""
+    from presso.compress.train import enable_casing, load_model
+
+    news = tiny_bert()
+    enable_casing(news)
+    with torch.no_grad():  # learned casing rows differ from each other
+        news.bert.embeddings.token_type_embeddings.weight.normal_()
+    news.save_pretrained(tmp_path / "news")
+    labels = ["O"] + [f"{p}-T{i}" for i in range(10) for p in ("B", "I")]
+    adapted = load_model("ner", tmp_path / "news", labels)
+    assert adapted.classifier.out_features == len(labels)
+    assert adapted.config.id2label[1] == "B-T0"
+    assert getattr(adapted.config, "presso_casing", False)
+    for name, weight in news.bert.state_dict().items():
+        assert torch.equal(weight, adapted.bert.state_dict()[name]), name

@@ -11,9 +11,11 @@ that reach it), the speedup a server would get with no scheduling or HTTP loss.
 Per-text scoring: NER contributes ``2 x true positives`` over ``predicted + gold entities``
 (summed, that is seqeval's micro entity F1); classification ``1`` over ``1`` when the label is right.
 
-Writes ``reports/<name>.json``: ``steps`` (metric alone, cost per token), ``sweep`` and a ``summary``
-with the best bound whose gap to the last model stays within ``max_gap_points`` on validation (a
-threshold a user could choose) and on test (chosen after the fact: an upper bound, not a result).
+Writes ``reports/<name>.json``: ``steps`` (metric alone, cost per token), ``sweep`` and a ``summary``:
+the thresholds ``presso calibrate`` chooses at 98.5% and 99.5% agreement with the last model
+(validation, no labels), and the best bound whose gap to the last model stays within
+``max_gap_points`` on validation (a threshold a user could choose with labels) and on test (chosen
+after the fact: an upper bound, not a result).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pathlib import Path
 GRID = (0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.99)
 SPEED_BATCH = 16
 SPEED_TEXTS = 1600
+AGREEMENT_TARGETS = (0.985, 0.995)
 
 
 def text_scores(task: str, examples: list, answers: list[dict]) -> list[tuple[int, int]]:
@@ -50,39 +53,40 @@ def metric(scores: list[tuple[int, int]]) -> float:
     return 100.0 * sum(a for a, _ in scores) / den if den else 0.0
 
 
-def sweep(steps: list[dict], thresholds: tuple[float, ...] = GRID) -> list[dict]:
-    """Every combination of thresholds for the thresholded steps (all but the last).
+def evaluate(steps: list[dict], combo: tuple[float, ...] | list[float]) -> dict:
+    """One combination of thresholds for the thresholded steps (all but the last).
 
     Args:
         steps: per step, ``{"cost_per_token": float, split: {"scores": [(num, den)], "confidence": [float],
             "tokens": [int]}}`` for ``validation`` and ``test``, texts in the same order for every step.
 
     Returns:
-        Per combination: ``thresholds``, per split the metric gap to the last model alone
-        (``<split>_gap_points``), ``test_share_tokens`` (share of the tokens, as the last model
-        counts them, reaching each step) and ``test_bound`` (the last model's cost of every text
-        over the cascade's, each step's cost counted in its own tokens; test split).
+        ``thresholds``, per split the metric gap to the last model alone (``<split>_gap_points``),
+        ``test_share_tokens`` (share of the tokens, as the last model counts them, reaching each
+        step) and ``test_bound`` (the last model's cost of every text over the cascade's, each
+        step's cost counted in its own tokens; test split).
     """
-    rows = []
     last = steps[-1]
-    for combo in itertools.product(thresholds, repeat=len(steps) - 1):
-        row: dict = {"thresholds": list(combo)}
-        for split in ("validation", "test"):
-            n = len(last[split]["scores"])
-            answered, cost, reaching = [], 0.0, [0] * len(steps)
-            for t in range(n):
-                for i, step in enumerate(steps):
-                    reaching[i] += last[split]["tokens"][t]
-                    cost += step["cost_per_token"] * step[split]["tokens"][t]
-                    if i == len(steps) - 1 or step[split]["confidence"][t] >= combo[i]:
-                        answered.append(step[split]["scores"][t])
-                        break
-            row[f"{split}_gap_points"] = round(metric(last[split]["scores"]) - metric(answered), 3)
-            if split == "test":
-                row["test_share_tokens"] = [round(r / reaching[0], 4) for r in reaching]
-                row["test_bound"] = round(last["cost_per_token"] * sum(last[split]["tokens"]) / cost, 3)
-        rows.append(row)
-    return rows
+    row: dict = {"thresholds": [round(float(t), 6) for t in combo]}
+    for split in ("validation", "test"):
+        answered, cost, reaching = [], 0.0, [0] * len(steps)
+        for t in range(len(last[split]["scores"])):
+            for i, step in enumerate(steps):
+                reaching[i] += last[split]["tokens"][t]
+                cost += step["cost_per_token"] * step[split]["tokens"][t]
+                if i == len(steps) - 1 or step[split]["confidence"][t] >= combo[i]:
+                    answered.append(step[split]["scores"][t])
+                    break
+        row[f"{split}_gap_points"] = round(metric(last[split]["scores"]) - metric(answered), 3)
+        if split == "test":
+            row["test_share_tokens"] = [round(r / reaching[0], 4) for r in reaching]
+            row["test_bound"] = round(last["cost_per_token"] * sum(last[split]["tokens"]) / cost, 3)
+    return row
+
+
+def sweep(steps: list[dict], thresholds: tuple[float, ...] = GRID) -> list[dict]:
+    """:func:`evaluate` for every combination of ``thresholds`` over the thresholded steps."""
+    return [evaluate(steps, combo) for combo in itertools.product(thresholds, repeat=len(steps) - 1)]
 
 
 def best(rows: list[dict], split: str, max_gap_points: float) -> dict | None:
@@ -117,6 +121,7 @@ def run(dataset: str, paths: list[Path], out_dir: Path, max_gap_points: float = 
         raise ValueError("a cascade needs at least two models")
     from presso.bench.serve import cpu_name
     from presso.calibrate import results
+    from presso.service.routing.calibration import answer_key, choose_thresholds
     from presso.compress.datasets import load_builtin
     from presso.core.runtime import onnxruntime_distribution, select_providers
     from presso.service.registry import LoadedModel
@@ -132,11 +137,19 @@ def run(dataset: str, paths: list[Path], out_dir: Path, max_gap_points: float = 
                       "cost_per_token": cost_per_token(model, texts["test"][:SPEED_TEXTS])}
         for split in ("validation", "test"):
             answered = results(model, texts[split])
+            if split == "validation":
+                step["keys"] = [answer_key(model.task.short, a) for a, _ in answered]
             step[split] = {"scores": text_scores(splits.task, examples[split], [a for a, _ in answered]),
                            "confidence": [c for _, c in answered],
                            "tokens": [sum(w.tokens for w in ws) for ws in model.tokenize(texts[split])]}
         steps.append(step)
     rows = sweep(steps)
+    calibrated = {}
+    for target in AGREEMENT_TARGETS:  # what `presso calibrate` would choose (no labels needed)
+        chosen = choose_thresholds([s["validation"]["confidence"] for s in steps[:-1]],
+                                   [[k == ref for k, ref in zip(s["keys"], steps[-1]["keys"])] for s in steps[:-1]],
+                                   target)
+        calibrated[f"{target:g}"] = evaluate(steps, chosen.thresholds)
     last = steps[-1]["cost_per_token"]
     report = {
         "dataset": splits.dataset, "task": splits.task, "cpu": cpu_name(), "grid": list(GRID),
@@ -146,7 +159,7 @@ def run(dataset: str, paths: list[Path], out_dir: Path, max_gap_points: float = 
                    "cost_per_token_us": round(s["cost_per_token"] * 1e6, 2),
                    "speedup_vs_last": round(last / s["cost_per_token"], 2)} for s in steps],
         "sweep": rows,
-        "summary": {"max_gap_points": max_gap_points,
+        "summary": {"max_gap_points": max_gap_points, "calibrated_to_agreement": calibrated,
                     "chosen_on_validation": best(rows, "validation", max_gap_points),
                     "best_on_test_after_the_fact": best(rows, "test", max_gap_points)},
     }
