@@ -110,3 +110,22 @@ def test_one_step_is_a_one_line_error(tmp_path):
                                    "--out-dir", str(tmp_path)])
     assert out.exit_code == 2
     assert "at least two models" in out.output
+
+
+def test_a_model_of_another_task_is_a_one_line_error(tmp_path):
+    from typer.testing import CliRunner
+
+    from presso.cli import app
+    from tests.fakes import write_artifact
+
+    try:
+        from presso.compress.datasets import load_conll2003
+
+        load_conll2003()
+    except Exception as exc:  # the data package is part of the compress extra
+        pytest.skip(f"CoNLL data not installed: {exc}")
+    paths = [str(write_artifact(tmp_path / "models", n, "classify")) for n in ("a", "b")]
+    out = CliRunner().invoke(app, ["bench", "cascade-bound", "ner", "--step", paths[0], "--step", paths[1],
+                                   "--out-dir", str(tmp_path)])
+    assert out.exit_code == 2
+    assert "a classify model, but ner is a ner dataset" in out.output

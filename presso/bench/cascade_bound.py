@@ -115,7 +115,7 @@ def run(dataset: str, paths: list[Path], out_dir: Path, max_gap_points: float = 
 
     Raises:
         ArtifactError: an artifact cannot be loaded.
-        ValueError: fewer than two steps.
+        ValueError: fewer than two steps, or a model of another task than the dataset's.
     """
     if len(paths) < 2:
         raise ValueError("a cascade needs at least two models")
@@ -133,6 +133,8 @@ def run(dataset: str, paths: list[Path], out_dir: Path, max_gap_points: float = 
     steps = []
     for path in paths:
         model = LoadedModel(Path(path), providers, intra_op_threads=1)
+        if model.task.short != ("ner" if splits.task == "ner" else "classify"):
+            raise ValueError(f"{path}: a {model.task.short} model, but {dataset} is a {splits.task} dataset")
         step: dict = {"name": model.name, "version": model.version, "path": str(path),
                       "cost_per_token": cost_per_token(model, texts["test"][:SPEED_TEXTS])}
         for split in ("validation", "test"):
