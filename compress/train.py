@@ -45,16 +45,30 @@ def load_model(task: str, path: str | Path, labels: Sequence[str] | None = None)
     """A BERT-family encoder with a token- or sequence-classification head from a local path.
 
     With ``labels``, a checkpoint already fine-tuned for another label set (e.g. a news NER model
-    adapted to tweets) keeps its encoder and gets a new head when the label counts differ."""
-    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
+    adapted to tweets) keeps its encoder and gets a new, randomly initialised head: transformers
+    re-initialises a head whose shape differs, and a head trained for other labels of the same
+    count is replaced here (its rows would otherwise carry the old labels' meaning)."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoModelForTokenClassification
 
     cls = AutoModelForTokenClassification if task == "ner" else AutoModelForSequenceClassification
     if labels is None:
         return cls.from_pretrained(path)
-    return cls.from_pretrained(
+    saved = AutoConfig.from_pretrained(path)
+    heads = ("ForTokenClassification", "ForSequenceClassification")
+    trained = ([saved.id2label[i] for i in range(saved.num_labels)]
+               if any(a.endswith(heads) for a in (saved.architectures or [])) else None)
+    model = cls.from_pretrained(
         path, num_labels=len(labels), id2label=dict(enumerate(labels)),
         label2id={label: i for i, label in enumerate(labels)}, ignore_mismatched_sizes=True,
     )
+    if trained is not None and len(trained) == len(labels) and trained != list(labels):
+        fresh = dict(cls.from_config(model.config).named_parameters())
+        prefix = model.base_model_prefix + "."
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if not name.startswith(prefix):
+                    param.copy_(fresh[name])
+    return model
 
 
 def enable_casing(model) -> None:

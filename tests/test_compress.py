@@ -317,3 +317,17 @@ def test_a_fine_tuned_checkpoint_adapts_to_another_label_set_keeping_encoder_and
     assert getattr(adapted.config, "presso_casing", False)
     for name, weight in news.bert.state_dict().items():
         assert torch.equal(weight, adapted.bert.state_dict()[name]), name
+
+
+def test_a_head_trained_for_other_labels_of_the_same_count_is_replaced(tmp_path):
+    from presso.compress.train import load_model
+
+    news = tiny_bert()
+    news.save_pretrained(tmp_path / "news")
+    renamed = ["O"] + [f"{p}-X{i}" for i in range(2) for p in ("B", "I")]
+    assert len(renamed) == news.config.num_labels
+    adapted = load_model("ner", tmp_path / "news", renamed)
+    assert not torch.equal(adapted.classifier.weight, news.classifier.weight)
+    assert torch.equal(adapted.bert.embeddings.word_embeddings.weight, news.bert.embeddings.word_embeddings.weight)
+    same = load_model("ner", tmp_path / "news", [news.config.id2label[i] for i in range(news.config.num_labels)])
+    assert torch.equal(same.classifier.weight, news.classifier.weight)  # same labels: the head is kept
