@@ -501,7 +501,8 @@ def bench_routes(
 def bench_cascade_bound(
     dataset: Builtin = typer.Argument(..., help="built-in dataset: validation and test splits, labelled"),
     step: list[Path] = typer.Option(..., "--step", help="an artifact folder, once per cascade step, cheapest first"),
-    max_gap: float = typer.Option(0.2, min=0.0, help="most points the cascade may lose against the last model"),
+    max_gap: float = typer.Option(0.2, min=0.0, max=100.0, help="most points the cascade may lose against the "
+                                  "last model"),
     out_dir: Path = typer.Option(Path("reports"), help="where the report goes"),
     report: str = typer.Option("cascade-bound", help="the report's file name, without .json"),
 ) -> None:

