@@ -189,7 +189,7 @@ class Build:
                                            **({"given_with": "--fine-tuned"} if self.fine_tuned else {})}
         else:
             model = load_model(self.task, self.base.path, self.splits.labels)
-            if self.casing["enabled"] and not getattr(model.config, "presso_casing", False):
+            if self.casing["enabled"] and not uses_casing(model):
                 enable_casing(model)
             model = self.fine_tune_weights(model)
             if self.main_process:  # a complete Hugging Face folder: ``--fine-tuned`` accepts it as is

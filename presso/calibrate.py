@@ -60,11 +60,10 @@ def builtin_validation_texts(dataset: str) -> list[str]:
     """The validation split of a built-in dataset (``ner``: CoNLL-2003 sentences as their tokens
     joined by spaces, as ``presso eval`` sends them; ``sentiment``: the tweets)."""
     from presso.compress.datasets import load_builtin
+    from presso.http_eval import texts_as_sent
 
     splits = load_builtin(dataset)
-    if splits.task == "ner":
-        return [" ".join(ex.tokens) for ex in splits.validation]
-    return [ex.text for ex in splits.validation]
+    return texts_as_sent(splits.task, splits.validation)
 
 
 def results(model, texts: list[str]) -> list[tuple[dict, float]]:

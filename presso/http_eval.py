@@ -55,6 +55,12 @@ async def post_all(url: str, endpoint: str, model: str | None, texts: list[str],
     return results  # type: ignore[return-value]
 
 
+def texts_as_sent(task: str, examples: list) -> list[str]:
+    """The request text of each example: a NER sentence's tokens joined by single spaces (what
+    :func:`spans_to_tags` maps back), a classification example's text."""
+    return [" ".join(ex.tokens) for ex in examples] if task == "ner" else [ex.text for ex in examples]
+
+
 def test_split(dataset: str, limit: int | None = None):
     """``(splits, test examples, texts as sent, endpoint)`` of built-in ``dataset`` (``ner`` or
     ``sentiment``)."""
@@ -62,9 +68,7 @@ def test_split(dataset: str, limit: int | None = None):
 
     splits = load_builtin(dataset)
     test = splits.test[:limit] if limit else splits.test
-    if splits.task == "ner":
-        return splits, test, [" ".join(ex.tokens) for ex in test], "/ner"
-    return splits, test, [ex.text for ex in test], "/classify"
+    return splits, test, texts_as_sent(splits.task, test), "/ner" if splits.task == "ner" else "/classify"
 
 
 def score(task: str, test: list, results: list[dict]) -> dict:

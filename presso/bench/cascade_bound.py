@@ -137,12 +137,13 @@ def run(dataset: str, paths: list[Path], out_dir: Path, max_gap_points: float = 
     from presso.calibrate import results
     from presso.service.routing.calibration import answer_key, choose_thresholds
     from presso.compress.datasets import load_builtin
+    from presso.http_eval import texts_as_sent
     from presso.core.runtime import onnxruntime_distribution, select_providers
     from presso.service.registry import LoadedModel
 
     splits = load_builtin(dataset)
     examples = {s: getattr(splits, s)[:limit] for s in ("validation", "test")}
-    texts = {s: [" ".join(ex.tokens) if splits.task == "ner" else ex.text for ex in examples[s]] for s in examples}
+    texts = {s: texts_as_sent(splits.task, examples[s]) for s in examples}
     providers = select_providers(onnxruntime_distribution())
     models = [LoadedModel(Path(path), providers, intra_op_threads=1) for path in paths]  # every step checked first
     for path, model in zip(paths, models):
