@@ -9,7 +9,11 @@ sequence was enqueued (monotonic clock; the close time is fixed by that arrival,
 queued while every worker was busy counts against it). With ``max_wait_ms=0`` (the default, like
 Triton's ``max_queue_delay_microseconds``) a batch is whatever is queued when a worker frees up,
 so a lone request never waits and batches grow with load. Inference runs in a thread pool
-(ONNX Runtime releases the GIL), so the event loop never blocks.
+(ONNX Runtime releases the GIL), so the event loop never blocks. A caller that finds every core
+idle (nothing queued, running or waiting on any model, no other caller) and whose sequences fit
+one batch skips the queue: its batch starts from :meth:`DynamicBatcher.submit` itself on the
+all-cores session, without waking the collector task (measured: 0.4-0.9 ms less per lone request
+in-process on 2 cores, where the whole call takes 4-5 ms).
 
 Fairness: the oldest queued sequence is in every next batch, so a sequence at queue position
 ``p < sort_window`` runs within ``p + 1`` batches, and at most ``(sort_window - 1) x
@@ -136,6 +140,16 @@ class CoreSlots:
                 self._free -= 1
                 waiter.set_result(None)
 
+    def take_all(self) -> int | None:
+        """When nothing runs, nobody waits and no caller is waiting on these cores, take every slot
+        for one batch that runs at once (counted in ``running``); return how many, else None.
+        Give them back with :meth:`release` and ``running -= 1``."""
+        if self.running or self._waiters or self._free != self.workers or self.callers:
+            return None
+        taken, self._free = self._free, 0
+        self.running += 1
+        return taken
+
     def hold_all(self, callers_in_batch: int) -> int | None:
         """For a batch that holds one slot and is about to run: when it is the only batch running,
         every other slot is free, no batcher waits and every caller waiting on these cores has its
@@ -228,6 +242,7 @@ class DynamicBatcher:
         self._executor = ThreadPoolExecutor(max_workers=self._slots.workers, thread_name_prefix=f"infer-{name}")
         self._collector: asyncio.Task | None = None
         self._running: set[asyncio.Task] = set()
+        self._at_once: set = set()  # concurrent futures of batches run by _run_at_once
         self._closed = False
         self._tokens_per_s = 0.0  # moving average, for Retry-After
 
@@ -252,6 +267,8 @@ class DynamicBatcher:
             await asyncio.gather(self._collector, return_exceptions=True)
         if self._running:
             await asyncio.gather(*self._running, return_exceptions=True)
+        if self._at_once:
+            await asyncio.gather(*map(asyncio.wrap_future, self._at_once), return_exceptions=True)
         while self._queue:
             _settle(self._queue.popleft().future, exc=BatcherClosed(f"model {self.name} is shutting down"))
         self._queued_tokens = 0
@@ -276,6 +293,9 @@ class DynamicBatcher:
             payloads: the request's sequences.
             deadline: ``time.monotonic()`` value after which the caller no longer wants results.
 
+        With ``max_wait_ms=0``, idle cores (:meth:`CoreSlots.take_all`) and sequences that fit one
+        batch, they run at once as one batch on ``infer_alone`` (see the module docstring).
+
         Raises:
             Overloaded: the queue cannot take these sequences now (an empty queue always can).
             DeadlineExceeded: ``deadline`` passed first; sequences not yet run are dropped.
@@ -292,6 +312,10 @@ class DynamicBatcher:
                              f"sequences, {self.limits.max_queued_tokens} tokens)", self._retry_after_s())
         if deadline is not None and deadline <= time.monotonic():
             raise DeadlineExceeded("deadline passed before the request was queued")
+        if not self._queue and not self.limits.max_wait_ms and self._fits_one_batch(tokens):
+            slots = self._slots.take_all()
+            if slots is not None:
+                return await self._run_at_once(list(payloads), tokens, deadline, slots)
         loop = asyncio.get_running_loop()
         caller = object()
         items = [_Item(p, t, loop.create_future(), deadline, caller) for p, t in zip(payloads, tokens)]
@@ -314,6 +338,64 @@ class DynamicBatcher:
             raise
         finally:
             self._slots.callers -= 1
+
+    def _fits_one_batch(self, tokens: list[int]) -> bool:
+        return len(tokens) == 1 or (len(tokens) <= self.limits.max_batch_size
+                                    and max(tokens) * len(tokens) <= self.limits.max_batch_tokens)
+
+    async def _run_at_once(self, payloads: list[Any], tokens: list[int], deadline: float | None, slots: int) -> list:
+        """One caller's sequences on idle cores (``slots``, all of them, already taken): one batch on
+        ``infer_alone`` straight from the caller, without the queue and the collector task. The
+        batch runs to its end even if the caller leaves; the cores are given back when it ends."""
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        answer = loop.create_future()
+        self._slots.callers += 1
+        self._observe_batch([_Item(p, t, answer, deadline) for p, t in zip(payloads, tokens)], started)
+        try:
+            work = self._executor.submit(self._infer_alone, payloads)
+        except BaseException:
+            self._slots.callers -= 1
+            self._finished(started, sum(tokens), slots)
+            raise
+        self._at_once.add(work)
+        work.add_done_callback(lambda done: loop.call_soon_threadsafe(
+            self._at_once_done, done, answer, started, sum(tokens), len(payloads), slots))
+        try:
+            if deadline is None:
+                return await answer
+            try:
+                async with asyncio.timeout(deadline - time.monotonic()):
+                    return await answer
+            except TimeoutError:
+                raise DeadlineExceeded("deadline passed before every text ran") from None
+        finally:
+            self._slots.callers -= 1
+
+    def _at_once_done(self, work, answer: asyncio.Future, started: float, tokens: int, size: int,
+                      slots: int) -> None:
+        self._at_once.discard(work)
+        try:
+            results = work.result()
+            if len(results) != size:
+                raise InferenceError(f"model {self.name} returned {len(results)} results for {size} inputs")
+            _settle(answer, result=results)
+        except BaseException as exc:  # settle the caller's future, whatever happened
+            log.error("batch of %d failed on model %s", size, self.name, exc_info=exc)
+            _settle(answer, exc=exc if isinstance(exc, InferenceError) else
+                    InferenceError(f"inference failed: {type(exc).__name__}"))
+        finally:
+            self._finished(started, tokens, slots)
+
+    def _finished(self, started: float, tokens: int, slots: int) -> None:
+        """A batch that held ``slots`` core slots and started at ``started`` (monotonic s) ended."""
+        elapsed_s = time.monotonic() - started
+        rate = tokens / max(elapsed_s, 1e-6)
+        self._tokens_per_s = rate if not self._tokens_per_s else 0.8 * self._tokens_per_s + 0.2 * rate
+        if self._metrics:
+            self._metrics.inference_latency.labels(model=self.name).observe(elapsed_s)
+        self._slots.running -= 1
+        self._slots.release(slots)
 
     def _discard(self, items: list[_Item]) -> None:
         for item in items:
@@ -399,13 +481,7 @@ class DynamicBatcher:
             if not isinstance(exc, Exception):
                 raise
         finally:
-            elapsed_s = time.monotonic() - started
-            rate = sum(i.tokens for i in batch) / max(elapsed_s, 1e-6)
-            self._tokens_per_s = rate if not self._tokens_per_s else 0.8 * self._tokens_per_s + 0.2 * rate
-            if self._metrics:
-                self._metrics.inference_latency.labels(model=self.name).observe(elapsed_s)
-            self._slots.running -= 1
-            self._slots.release(1 + (extra or 0))
+            self._finished(started, sum(i.tokens for i in batch), 1 + (extra or 0))
 
     def _observe_batch(self, batch: list[_Item], started: float) -> None:
         if not self._metrics:

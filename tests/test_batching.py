@@ -182,6 +182,38 @@ def test_a_lone_request_does_not_wait_with_max_wait_zero():
     assert asyncio.run(scenario()) < 0.5  # generous: only "no max_wait", not a timing claim
 
 
+def test_a_batch_run_at_once_settles_its_caller_and_frees_the_cores_whatever_happens():
+    """An idle batcher runs a lone caller's batch at once, on the all-cores model, without the
+    collector; a caller that leaves or whose deadline passes meanwhile is answered, the batch still
+    runs to its end and only then gives the cores back; a failure is an InferenceError."""
+    from presso.service.batching import CoreSlots
+
+    gate = threading.Event()
+    alone = Recorder(fail_on=("boom", 2), gate=gate)
+
+    async def scenario():
+        cores = CoreSlots(2)
+        b = DynamicBatcher("m", Recorder(), BatchLimits(), cost=length, slots=cores, infer_alone=alone)  # never started
+        gone = asyncio.ensure_future(b.submit([("gone", 2)]))
+        await asyncio.sleep(0.02)
+        assert (cores.running, cores.free) == (1, 0)
+        gone.cancel()
+        with pytest.raises(DeadlineExceeded):  # cores busy: this one queues (and nobody collects it)
+            await b.submit([("late", 2)], deadline=time.monotonic() + 0.02)
+        assert (cores.running, cores.free, cores.callers) == (1, 0, 0)  # still running after its caller left
+        gate.set()
+        await asyncio.sleep(0.05)
+        assert (cores.running, cores.free) == (0, 2)
+        assert await b.submit([("a", 2), ("b", 3)]) == [("result", ("a", 2)), ("result", ("b", 3))]
+        with pytest.raises(InferenceError):
+            await b.submit([("boom", 2)])
+        assert (cores.running, cores.free, cores.callers) == (0, 2, 0)
+        await b.stop()
+
+    asyncio.run(scenario())
+    assert alone.batches == [[("gone", 2)], [("a", 2), ("b", 3)], [("boom", 2)]]
+
+
 def test_failure_fails_only_its_batch_and_the_batcher_keeps_serving():
     fake = Recorder(fail_on=("boom", 4))
 
@@ -375,8 +407,11 @@ def test_an_all_cores_batch_holds_every_core_and_runs_only_when_every_caller_is_
             await asyncio.sleep(0.005)  # a's lone batch is running on every core
             second = asyncio.ensure_future(b.submit([("after", 4)]))
             await asyncio.wait_for(asyncio.gather(first, second), 5)
-            # two callers at once, one per model: each batch takes one core, side by side
-            await asyncio.wait_for(asyncio.gather(a.submit([("side-a", 4)]), b.submit([("side-b", 4)])), 5)
+            # two callers queued at once, one per model (behind a lone batch): each batch then takes
+            # one core, side by side
+            blocker = asyncio.ensure_future(a.submit([("blocker", 4)]))
+            await asyncio.sleep(0.005)
+            await asyncio.wait_for(asyncio.gather(a.submit([("side-a", 4)]), b.submit([("side-b", 4)]), blocker), 5)
         finally:
             await a.stop()
             await b.stop()
