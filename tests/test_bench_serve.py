@@ -105,3 +105,12 @@ def test_in_process_single_runs_texts_through_the_data_plane(fake_models_dir, tm
     (only / "fake-ner").symlink_to(fake_models_dir / "fake-ner")
     out = serve.in_process_single(only, ["john smith lives in paris", "new york"] * 10)
     assert out["texts"] == 20 and out["p50_ms"] > 0
+
+
+def test_paired_lone_latency_decides_the_one_client_ratio():
+    lone = {"median_ratio": 1.2, "rounds": [], "seconds_per_round": 4.0, "what": "paired"}
+    report = serve.summarize(fake_variants(), {"p50_ms": 2.0}, {"name": "ner", "task": "token-classification"},
+                             Settings(), 15, 3, 1000, lone=lone)
+    assert report["ratios"]["A_p50@1/single"] == 1.2 and report["targets_met"]["A_p50@1/single"] is True
+    assert report["context_ratios"]["A_p50@1/single_unpaired"] == 1.5  # A's level p50 3.0 / single 2.0
+    assert report["lone_latency_paired"] == lone
