@@ -114,3 +114,15 @@ def test_paired_lone_latency_decides_the_one_client_ratio():
     assert report["ratios"]["A_p50@1/single"] == 1.2 and report["targets_met"]["A_p50@1/single"] is True
     assert report["context_ratios"]["A_p50@1/single_unpaired"] == 1.5  # A's level p50 3.0 / single 2.0
     assert report["lone_latency_paired"] == lone
+
+
+@pytest.mark.skipif(__import__("shutil").which("wrk") is None, reason="needs wrk")
+def test_paired_lone_latency_alternates_http_and_the_single_call(live_server, fake_models_dir, tmp_path):
+    texts = ["john smith lives in paris", "new york", "the day is good"] * 50
+    model = offline.load(fake_models_dir / "fake-ner", intra_op_threads=0)
+    out = serve.paired_lone_latency(live_server.url, wrk.write_texts(texts, tmp_path / "t.jsonl"), model, texts,
+                                    rounds=3, seconds=1)
+    assert len(out["rounds"]) == 3 and out["median_ratio"] == pytest.approx(sorted(r["ratio"] for r in out["rounds"])[1], abs=0.006)
+    for row in out["rounds"]:
+        assert row["http_p50_ms"] > 0 and row["single_p50_ms"] > 0 and 0 < row["texts"] <= len(texts)
+        assert row["server_inference_mean_ms"] > 0 and row["single_inference_mean_ms"] > 0

@@ -87,8 +87,9 @@ def stop_server(proc: subprocess.Popen) -> None:
 
 
 def batch_histogram(url: str, model: str) -> dict:
-    """Cumulative ``presso_batch_size`` buckets, sum and count, and padding ratio sum, for ``model``."""
-    out: dict = {"buckets": {}, "sum": 0.0, "count": 0.0, "padding_sum": 0.0}
+    """Cumulative ``presso_batch_size`` buckets, sum and count, padding ratio sum and inference
+    seconds and batches (``presso_inference_duration_seconds``), for ``model``."""
+    out: dict = {"buckets": {}, "sum": 0.0, "count": 0.0, "padding_sum": 0.0, "inference_s": 0.0, "inference_n": 0.0}
     for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=10).text):
         for s in family.samples:
             if s.labels.get("model") != model:
@@ -101,6 +102,10 @@ def batch_histogram(url: str, model: str) -> dict:
                 out["count"] = s.value
             elif s.name == "presso_padding_ratio_sum":
                 out["padding_sum"] = s.value
+            elif s.name == "presso_inference_duration_seconds_sum":
+                out["inference_s"] = s.value
+            elif s.name == "presso_inference_duration_seconds_count":
+                out["inference_n"] = s.value
     return out
 
 
@@ -111,7 +116,10 @@ def _batches_between(before: dict, after: dict) -> dict:
         n = cumulative - before["buckets"].get(le, 0.0)
         per_bucket[le] = int(n - previous)
         previous = n
+    runs, inference_s = after["inference_n"] - before["inference_n"], after["inference_s"] - before["inference_s"]
     return {"batches": int(count), "mean_batch_size": round((after["sum"] - before["sum"]) / count, 2) if count else None,
+            # a batch from its start on the event loop to its end there: hand-off, ONNX Runtime, decoding, hand-back
+            "mean_inference_ms": round(1000 * inference_s / runs, 3) if runs else None,
             "mean_padding_ratio": round((after["padding_sum"] - before["padding_sum"]) / count, 3) if count else None,
             "batch_size_le": per_bucket}
 
@@ -196,18 +204,25 @@ def paired_lone_latency(url: str, texts_file: Path, model, texts: list[str], rou
     """``A_p50@1/single`` from alternating measurements: each round, wrk at 1 client for ``seconds``
     against the running server (texts in file order from the first), then the single call
     (:func:`offline.single_call_ms` on ``model``, the reference session) on exactly the texts that
-    round's HTTP requests carried. A slow spell of a shared host then hits both sides of a round
+    round's HTTP requests carried (file order from the start). Each round also holds the mean
+    inference time of a batch in the server (``presso_inference_duration_seconds``: hand-off to the
+    inference thread, ONNX Runtime, decoding, hand-back) and of the same step in the single call
+    (ONNX Runtime and decoding). A slow spell of a shared host then hits both sides of a round
     (unpaired, the single call ran minutes before A's 1-client level and one run saw it at 2.3 ms,
     the next at 4.4 ms); the ratio is the median of the rounds' ratios."""
     rows = []
     wrk.run(url, texts_file, 1, 2, "/ner")  # warm up
     for _ in range(rounds):
+        before = batch_histogram(url, model.name)
         r = wrk.run(url, texts_file, 1, seconds, "/ner")
         if not r["ok"]:
             raise RuntimeError(f"no request finished at 1 client in {seconds} s")
+        server = _batches_between(before, batch_histogram(url, model.name))
         single = offline.single_call_ms(model, texts, n=min(r["ok"], len(texts)))
         rows.append({"http_p50_ms": r["p50_ms"], "single_p50_ms": single["p50_ms"], "texts": single["texts"],
-                     "ratio": round(r["p50_ms"] / single["p50_ms"], 3)})
+                     "ratio": round(r["p50_ms"] / single["p50_ms"], 3),
+                     "server_inference_mean_ms": server["mean_inference_ms"],
+                     "single_inference_mean_ms": single["inference_mean_ms"]})
     ratios = sorted(row["ratio"] for row in rows)
     return {"median_ratio": round(ratios[len(ratios) // 2], 2), "rounds": rows, "seconds_per_round": seconds,
             "what": "wrk at 1 client, then the single call on the same texts, alternated; median of the ratios"}
