@@ -214,6 +214,30 @@ def test_a_batch_run_at_once_settles_its_caller_and_frees_the_cores_whatever_hap
     assert alone.batches == [[("gone", 2)], [("a", 2), ("b", 3)], [("boom", 2)]]
 
 
+def test_a_lone_caller_runs_at_once_only_what_the_queue_would_batch_together():
+    """On idle cores a lone caller's sequences of very different lengths are still split by the
+    padding bound (as the queue would), an empty call answers [] and no wait is negative."""
+    fake = Recorder()
+    metrics = Metrics()
+
+    async def scenario():
+        b = DynamicBatcher("m", fake, BatchLimits(), cost=length, workers=2, metrics=metrics)
+        b.start()
+        try:
+            mixed = [(i, 4) for i in range(20)] + [("long", 70)]
+            assert await b.submit(mixed) == [("result", p) for p in mixed]
+            assert await b.submit([]) == []
+            assert await b.submit([("x", 5), ("y", 6)]) == [("result", ("x", 5)), ("result", ("y", 6))]
+        finally:
+            await b.stop()
+
+    asyncio.run(scenario())
+    assert all(not (("long", 70) in batch and len(batch) > 1) for batch in fake.batches), fake.batches
+    assert fake.batches[-1] == [("x", 5), ("y", 6)]  # within the padding bound: one batch, at once
+    wait_sum = metrics.registry.get_sample_value("presso_queue_wait_seconds_sum", {"model": "m"})
+    assert wait_sum is not None and wait_sum >= 0
+
+
 def test_failure_fails_only_its_batch_and_the_batcher_keeps_serving():
     fake = Recorder(fail_on=("boom", 4))
 
