@@ -11,9 +11,10 @@ Triton's ``max_queue_delay_microseconds``) a batch is whatever is queued when a 
 so a lone request never waits and batches grow with load. Inference runs in a thread pool
 (ONNX Runtime releases the GIL), so the event loop never blocks. A caller that finds every core
 idle (nothing queued, running or waiting on any model, no other caller) and whose sequences the
-queue would run as one batch (:func:`select_batch` takes them all) skips the queue: its batch starts from :meth:`DynamicBatcher.submit` itself on the
-all-cores session, without waking the collector task (measured: 0.4-0.9 ms less per lone request
-in-process on 2 cores, where the whole call takes 4-5 ms).
+queue would run as one batch (:func:`select_batch` takes them all) skips the queue: its batch
+starts from :meth:`DynamicBatcher.submit` itself on the all-cores session, without waking the
+collector task (measured: 0.4-0.9 ms less per lone request in-process on 2 cores, where the whole
+call takes 4-5 ms).
 
 Fairness: the oldest queued sequence is in every next batch, so a sequence at queue position
 ``p < sort_window`` runs within ``p + 1`` batches, and at most ``(sort_window - 1) x
@@ -379,16 +380,22 @@ class DynamicBatcher:
                       slots: int) -> None:
         self._at_once.discard(work)
         try:
-            results = work.result()
-            if len(results) != size:
-                raise InferenceError(f"model {self.name} returned {len(results)} results for {size} inputs")
-            _settle(answer, result=list(results))
+            _settle(answer, result=list(self._checked(work.result(), size)))
         except BaseException as exc:  # settle the caller's future, whatever happened
             log.error("batch of %d failed on model %s", size, self.name, exc_info=exc)
-            _settle(answer, exc=exc if isinstance(exc, InferenceError) else
-                    InferenceError(f"inference failed: {type(exc).__name__}"))
+            _settle(answer, exc=_as_inference_error(exc))
         finally:
             self._finished(started, tokens, slots)
+
+    def _checked(self, results: list, size: int) -> list:
+        """``results`` of a batch of ``size`` sequences.
+
+        Raises:
+            InferenceError: the model returned another number of results.
+        """
+        if len(results) != size:
+            raise InferenceError(f"model {self.name} returned {len(results)} results for {size} inputs")
+        return results
 
     def _finished(self, started: float, tokens: int, slots: int) -> None:
         """A batch that held ``slots`` core slots and started at ``started`` (monotonic s) ended."""
@@ -471,14 +478,13 @@ class DynamicBatcher:
             extra = None if self._queue else self._slots.hold_all(len({id(i.caller) for i in batch}))
             infer = self._infer if extra is None else self._infer_alone
             loop = asyncio.get_running_loop()
-            results = await loop.run_in_executor(self._executor, infer, [i.payload for i in batch])
-            if len(results) != len(batch):
-                raise InferenceError(f"model {self.name} returned {len(results)} results for {len(batch)} inputs")
+            results = self._checked(await loop.run_in_executor(self._executor, infer, [i.payload for i in batch]),
+                                    len(batch))
             for item, result in zip(batch, results):
                 _settle(item.future, result=result)
         except BaseException as exc:  # settle every future, whatever happened
             log.exception("batch of %d failed on model %s", len(batch), self.name)
-            error = exc if isinstance(exc, InferenceError) else InferenceError(f"inference failed: {type(exc).__name__}")
+            error = _as_inference_error(exc)
             for item in batch:
                 _settle(item.future, exc=error)
             if not isinstance(exc, Exception):
@@ -507,6 +513,11 @@ class DynamicBatcher:
         if self._metrics:
             self._metrics.queue_depth.labels(model=self.name).set(len(self._queue))
             self._metrics.queue_tokens.labels(model=self.name).set(self._queued_tokens)
+
+
+def _as_inference_error(exc: BaseException) -> InferenceError:
+    """What callers of a failed batch get: the error itself when it is an InferenceError."""
+    return exc if isinstance(exc, InferenceError) else InferenceError(f"inference failed: {type(exc).__name__}")
 
 
 def _retrieve(future: asyncio.Future) -> None:

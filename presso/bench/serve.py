@@ -204,7 +204,7 @@ def paired_lone_latency(url: str, texts_file: Path, model, texts: list[str], rou
     """``A_p50@1/single`` from alternating measurements: each round, wrk at 1 client for ``seconds``
     against the running server (texts in file order from the first), then the single call
     (:func:`offline.single_call_ms` on ``model``, the reference session) on exactly the texts that
-    round's HTTP requests carried (file order from the start). Each round also holds the mean
+    round's HTTP requests carried. Each round also holds the mean
     inference time of a batch in the server (``presso_inference_duration_seconds``: hand-off to the
     inference thread, ONNX Runtime, decoding, hand-back) and of the same step in the single call
     (ONNX Runtime and decoding). A slow spell of a shared host then hits both sides of a round
