@@ -238,6 +238,50 @@ def test_a_lone_caller_runs_at_once_only_what_the_queue_would_batch_together():
     assert wait_sum is not None and wait_sum >= 0
 
 
+def test_a_small_lone_batch_runs_on_the_event_loop_and_callers_arriving_together_still_share_a_batch():
+    """With ``inline_max_tokens``, a lone caller's batch within it runs on the event loop's thread
+    (a larger one on an inference thread); two callers that arrive in the same loop iteration are
+    batched together rather than each run alone; a failure is an InferenceError, a deadline that
+    passes during the call a DeadlineExceeded, and the cores are free afterwards either way."""
+    from presso.service.batching import CoreSlots
+
+    threads: list[tuple[str, int]] = []
+
+    def alone(payloads):
+        threads.append((payloads[0][0], threading.get_ident()))
+        if payloads[0][0] == "slow":
+            time.sleep(0.03)
+        if payloads[0][0] == "boom":
+            raise ValueError("injected fault")
+        return [("result", p) for p in payloads]
+
+    async def scenario():
+        cores = CoreSlots(2)
+        b = DynamicBatcher("m", alone, BatchLimits(inline_max_tokens=16), cost=length, slots=cores,
+                           infer_alone=alone, metrics=Metrics())
+        b.start()
+        try:
+            loop_thread = threading.get_ident()
+            assert await b.submit([("a", 4), ("b", 4)]) == [("result", ("a", 4)), ("result", ("b", 4))]
+            assert await b.submit([("big", 20)]) == [("result", ("big", 20))]
+            together = await asyncio.gather(b.submit([("x", 4)]), b.submit([("y", 4)]))
+            assert together == [[("result", ("x", 4))], [("result", ("y", 4))]]
+            with pytest.raises(InferenceError):
+                await b.submit([("boom", 4)])
+            with pytest.raises(DeadlineExceeded):
+                await b.submit([("slow", 4)], deadline=time.monotonic() + 0.01)
+            assert (cores.running, cores.free, cores.callers) == (0, 2, 0)
+            return loop_thread
+        finally:
+            await b.stop()
+
+    loop_thread = asyncio.run(scenario())
+    on_loop = {name for name, ident in threads if ident == loop_thread}
+    assert on_loop == {"a", "boom", "slow"}, threads
+    names = [name for name, _ in threads]
+    assert names.count("x") + names.count("y") == 1, names  # x and y ran as one batch
+
+
 def test_failure_fails_only_its_batch_and_the_batcher_keeps_serving():
     fake = Recorder(fail_on=("boom", 4))
 
@@ -484,11 +528,12 @@ def test_core_slots_hand_a_cancelled_waiters_slot_on_and_lose_none():
 @settings(max_examples=40, deadline=None)
 @given(plan=st.lists(st.tuples(st.sampled_from("ab"), st.integers(1, 64), st.sampled_from([0.0, 0.0, 1.0, 3.0]),
                                st.sampled_from([None, None, 0.0, 2.0])), min_size=1, max_size=20),
-       workers=st.integers(1, 3))
-def test_models_sharing_cores_settle_every_caller_and_free_every_core(plan, workers):
+       workers=st.integers(1, 3), inline=st.sampled_from([0, 32]))
+def test_models_sharing_cores_settle_every_caller_and_free_every_core(plan, workers, inline):
     """Two models on one CoreSlots, callers arriving at random and some cancelled (at once or after
-    2 ms): every caller that stays gets its own result, batches never run on more slots than there
-    are, and afterwards every slot is free and no caller is counted."""
+    2 ms), lone batches run on inference threads or on the event loop (``inline_max_tokens``):
+    every caller that stays gets its own result, batches never run on more slots than there are,
+    and afterwards every slot is free and no caller is counted."""
     from presso.service.batching import CoreSlots
 
     active, peak, lock = [0], [0], threading.Lock()
@@ -506,8 +551,8 @@ def test_models_sharing_cores_settle_every_caller_and_free_every_core(plan, work
 
     async def scenario():
         cores = CoreSlots(workers)
-        batchers = {name: DynamicBatcher(name, model(1), BatchLimits(max_batch_size=4), cost=length, slots=cores,
-                                         infer_alone=model(workers)) for name in "ab"}
+        batchers = {name: DynamicBatcher(name, model(1), BatchLimits(max_batch_size=4, inline_max_tokens=inline),
+                                         cost=length, slots=cores, infer_alone=model(workers)) for name in "ab"}
         for b in batchers.values():
             b.start()
 
