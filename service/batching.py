@@ -14,11 +14,11 @@ idle (nothing queued, running or waiting on any model, no other caller) and whos
 queue would run as one batch (:func:`select_batch` takes them all) skips the queue: its batch
 starts from :meth:`DynamicBatcher.submit` itself on the all-cores session, without waking the
 collector task (measured: 0.4-0.9 ms less per lone request in-process on 2 cores, where the whole
-call takes 4-5 ms). Such a batch of at most ``inline_max_tokens`` padded tokens runs on the event
-loop's own thread: the loop is blocked for that one call (a few milliseconds at most; every core is
-taken, so a request arriving meanwhile would wait for one anyway), and the two thread hand-offs,
-to an inference thread and back, are saved (measured over HTTP at 1 client on 2 cores: p50 2.03
--> 1.92 ms, where the single call takes 1.43 ms).
+call takes 4-5 ms). Such a batch expected to take at most ``inline_max_ms`` (its tokens at this
+model's recent tokens per second) runs on the event loop's own thread: the loop is blocked for that
+one short call (every core is taken, so a request arriving meanwhile would wait for one anyway),
+and the two thread hand-offs, to an inference thread and back, are saved (measured over HTTP at 1
+client on 2 cores: p50 1.92-2.05 -> 1.82-1.94 ms, where the single call takes 1.4 ms).
 
 Fairness: the oldest queued sequence is in every next batch, so a sequence at queue position
 ``p < sort_window`` runs within ``p + 1`` batches, and at most ``(sort_window - 1) x
@@ -60,7 +60,7 @@ class BatchLimits:
     padding_tolerance_tokens: int = 8
     max_queue_items: int = 4096
     max_queued_tokens: int = 262_144
-    inline_max_tokens: int = 0
+    inline_max_ms: float = 0.0
 
     @classmethod
     def from_settings(cls, settings) -> "BatchLimits":
@@ -324,7 +324,7 @@ class DynamicBatcher:
         if deadline is not None and deadline <= time.monotonic():
             raise DeadlineExceeded("deadline passed before the request was queued")
         if not self._queue and not self.limits.max_wait_ms and self._one_batch(tokens):
-            inline = max(tokens) * len(tokens) <= self.limits.inline_max_tokens
+            inline = self._short(tokens)
             if inline and self._slots.idle():
                 # Requests that arrived together are read in one loop iteration and reach here one
                 # after the other: step aside once, counted as a caller, so that they queue and run
@@ -361,6 +361,11 @@ class DynamicBatcher:
             raise
         finally:
             self._slots.callers -= 1
+
+    def _short(self, tokens: list[int]) -> bool:
+        """Whether a batch of these sequences (``[n]`` token counts) is expected to take at most
+        ``inline_max_ms`` at this model's recent tokens per second (never before a batch has run)."""
+        return self._tokens_per_s > 0 and 1000.0 * sum(tokens) / self._tokens_per_s <= self.limits.inline_max_ms
 
     def _one_batch(self, tokens: list[int]) -> bool:
         """Whether the queue would run these sequences (``[n]`` token counts) as one batch: within

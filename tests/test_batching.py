@@ -239,16 +239,18 @@ def test_a_lone_caller_runs_at_once_only_what_the_queue_would_batch_together():
 
 
 def test_a_small_lone_batch_runs_on_the_event_loop_and_callers_arriving_together_still_share_a_batch():
-    """With ``inline_max_tokens``, a lone caller's batch within it runs on the event loop's thread
-    (a larger one on an inference thread); two callers that arrive in the same loop iteration are
-    batched together rather than each run alone; a failure is an InferenceError, a deadline that
-    passes during the call a DeadlineExceeded, and the cores are free afterwards either way."""
+    """With ``inline_max_ms``, a lone caller's batch expected (at the recent tokens per second) to
+    fit in it runs on the event loop's thread; the first batch (no estimate yet) and a longer one
+    run on an inference thread; two callers that arrive in the same loop iteration are batched
+    together rather than each run alone; a failure is an InferenceError, a deadline that passes
+    during the call a DeadlineExceeded, and the cores are free afterwards either way."""
     from presso.service.batching import CoreSlots
 
     threads: list[tuple[str, int]] = []
 
     def alone(payloads):
         threads.append((payloads[0][0], threading.get_ident()))
+        time.sleep(0.002)  # 4 tokens: about 2 ms, 2,000 tokens/s
         if payloads[0][0] == "slow":
             time.sleep(0.03)
         if payloads[0][0] == "boom":
@@ -257,13 +259,14 @@ def test_a_small_lone_batch_runs_on_the_event_loop_and_callers_arriving_together
 
     async def scenario():
         cores = CoreSlots(2)
-        b = DynamicBatcher("m", alone, BatchLimits(inline_max_tokens=16), cost=length, slots=cores,
+        b = DynamicBatcher("m", alone, BatchLimits(inline_max_ms=8), cost=length, slots=cores,
                            infer_alone=alone, metrics=Metrics())
         b.start()
         try:
             loop_thread = threading.get_ident()
-            assert await b.submit([("a", 4), ("b", 4)]) == [("result", ("a", 4)), ("result", ("b", 4))]
-            assert await b.submit([("big", 20)]) == [("result", ("big", 20))]
+            assert await b.submit([("first", 4)]) == [("result", ("first", 4))]
+            assert await b.submit([("a", 2), ("b", 2)]) == [("result", ("a", 2)), ("result", ("b", 2))]
+            assert await b.submit([("big", 64)]) == [("result", ("big", 64))]  # about 32 ms expected
             together = await asyncio.gather(b.submit([("x", 4)]), b.submit([("y", 4)]))
             assert together == [[("result", ("x", 4))], [("result", ("y", 4))]]
             with pytest.raises(InferenceError):
@@ -528,10 +531,10 @@ def test_core_slots_hand_a_cancelled_waiters_slot_on_and_lose_none():
 @settings(max_examples=40, deadline=None)
 @given(plan=st.lists(st.tuples(st.sampled_from("ab"), st.integers(1, 64), st.sampled_from([0.0, 0.0, 1.0, 3.0]),
                                st.sampled_from([None, None, 0.0, 2.0])), min_size=1, max_size=20),
-       workers=st.integers(1, 3), inline=st.sampled_from([0, 32]))
+       workers=st.integers(1, 3), inline=st.sampled_from([0.0, 5.0]))
 def test_models_sharing_cores_settle_every_caller_and_free_every_core(plan, workers, inline):
     """Two models on one CoreSlots, callers arriving at random and some cancelled (at once or after
-    2 ms), lone batches run on inference threads or on the event loop (``inline_max_tokens``):
+    2 ms), lone batches run on inference threads or on the event loop (``inline_max_ms``):
     every caller that stays gets its own result, batches never run on more slots than there are,
     and afterwards every slot is free and no caller is counted."""
     from presso.service.batching import CoreSlots
@@ -551,7 +554,7 @@ def test_models_sharing_cores_settle_every_caller_and_free_every_core(plan, work
 
     async def scenario():
         cores = CoreSlots(workers)
-        batchers = {name: DynamicBatcher(name, model(1), BatchLimits(max_batch_size=4, inline_max_tokens=inline),
+        batchers = {name: DynamicBatcher(name, model(1), BatchLimits(max_batch_size=4, inline_max_ms=inline),
                                          cost=length, slots=cores, infer_alone=model(workers)) for name in "ab"}
         for b in batchers.values():
             b.start()
