@@ -254,7 +254,7 @@ class DynamicBatcher:
         self._running: set[asyncio.Task] = set()
         self._at_once: set = set()  # concurrent futures of batches run by _run_at_once
         self._closed = False
-        self._tokens_per_s = 0.0  # moving average, for Retry-After
+        self._s_per_token = 0.0  # moving average over batches that succeeded: Retry-After, inline_max_ms
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -334,6 +334,10 @@ class DynamicBatcher:
                     await asyncio.sleep(0)
                 finally:
                     self._slots.callers -= 1
+                if self._closed:
+                    raise BatcherClosed(f"model {self.name} is shutting down")
+                if deadline is not None and deadline <= time.monotonic():
+                    raise DeadlineExceeded("deadline passed before the request was queued")
             slots = None if self._queue else self._slots.take_all()
             if slots is not None:
                 if inline:
@@ -364,8 +368,8 @@ class DynamicBatcher:
 
     def _short(self, tokens: list[int]) -> bool:
         """Whether a batch of these sequences (``[n]`` token counts) is expected to take at most
-        ``inline_max_ms`` at this model's recent tokens per second (never before a batch has run)."""
-        return self._tokens_per_s > 0 and 1000.0 * sum(tokens) / self._tokens_per_s <= self.limits.inline_max_ms
+        ``inline_max_ms`` at this model's recent seconds per token (never before a batch has run)."""
+        return self._s_per_token > 0 and 1000.0 * sum(tokens) * self._s_per_token <= self.limits.inline_max_ms
 
     def _one_batch(self, tokens: list[int]) -> bool:
         """Whether the queue would run these sequences (``[n]`` token counts) as one batch: within
@@ -386,7 +390,7 @@ class DynamicBatcher:
             work = self._executor.submit(self._infer_alone, payloads)
         except BaseException:
             self._slots.callers -= 1
-            self._finished(started, sum(tokens), slots)
+            self._finished(started, sum(tokens), slots, ok=False)
             raise
         self._at_once.add(work)
         work.add_done_callback(lambda done: loop.call_soon_threadsafe(
@@ -414,13 +418,15 @@ class DynamicBatcher:
         started = time.monotonic()
         self._observe_batch([_Item(p, t, None, deadline, enqueued_at=started) for p, t in zip(payloads, tokens)],
                             started)
+        ok = False
         try:
             results = self._checked(self._infer_alone(payloads), len(payloads))
+            ok = True
         except Exception as exc:
             log.error("batch of %d failed on model %s", len(payloads), self.name, exc_info=exc)
             raise _as_inference_error(exc) from None
         finally:
-            self._finished(started, sum(tokens), slots)
+            self._finished(started, sum(tokens), slots, ok)
         if deadline is not None and time.monotonic() > deadline:
             raise DeadlineExceeded("deadline passed before every text ran")
         return list(results)
@@ -428,13 +434,15 @@ class DynamicBatcher:
     def _at_once_done(self, work, answer: asyncio.Future, started: float, tokens: int, size: int,
                       slots: int) -> None:
         self._at_once.discard(work)
+        ok = False
         try:
             _settle(answer, result=list(self._checked(work.result(), size)))
+            ok = True
         except BaseException as exc:  # settle the caller's future, whatever happened
             log.error("batch of %d failed on model %s", size, self.name, exc_info=exc)
             _settle(answer, exc=_as_inference_error(exc))
         finally:
-            self._finished(started, tokens, slots)
+            self._finished(started, tokens, slots, ok)
 
     def _checked(self, results: list, size: int) -> list:
         """``results`` of a batch of ``size`` sequences.
@@ -446,11 +454,15 @@ class DynamicBatcher:
             raise InferenceError(f"model {self.name} returned {len(results)} results for {size} inputs")
         return results
 
-    def _finished(self, started: float, tokens: int, slots: int) -> None:
-        """A batch that held ``slots`` core slots and started at ``started`` (monotonic s) ended."""
+    def _finished(self, started: float, tokens: int, slots: int, ok: bool) -> None:
+        """A batch of ``tokens`` that held ``slots`` core slots and started at ``started`` (monotonic
+        s) ended; ``ok``: it returned its results. Only those update the seconds per token (a batch
+        that fails at once would make the model look fast), averaged as seconds per token so that
+        one slow batch moves the estimate as much as it is slow."""
         elapsed_s = time.monotonic() - started
-        rate = tokens / max(elapsed_s, 1e-6)
-        self._tokens_per_s = rate if not self._tokens_per_s else 0.8 * self._tokens_per_s + 0.2 * rate
+        if ok:
+            cost = elapsed_s / max(tokens, 1)
+            self._s_per_token = cost if not self._s_per_token else 0.8 * self._s_per_token + 0.2 * cost
         if self._metrics:
             self._metrics.inference_latency.labels(model=self.name).observe(elapsed_s)
         self._slots.running -= 1
@@ -522,6 +534,7 @@ class DynamicBatcher:
         started = time.monotonic()
         self._slots.running += 1
         extra = None
+        ok = False
         try:
             self._observe_batch(batch, started)
             extra = None if self._queue else self._slots.hold_all(len({id(i.caller) for i in batch}))
@@ -531,6 +544,7 @@ class DynamicBatcher:
                                     len(batch))
             for item, result in zip(batch, results):
                 _settle(item.future, result=result)
+            ok = True
         except BaseException as exc:  # settle every future, whatever happened
             log.exception("batch of %d failed on model %s", len(batch), self.name)
             error = _as_inference_error(exc)
@@ -539,7 +553,7 @@ class DynamicBatcher:
             if not isinstance(exc, Exception):
                 raise
         finally:
-            self._finished(started, sum(i.tokens for i in batch), 1 + (extra or 0))
+            self._finished(started, sum(i.tokens for i in batch), 1 + (extra or 0), ok)
 
     def _observe_batch(self, batch: list[_Item], started: float) -> None:
         if not self._metrics:
@@ -554,9 +568,9 @@ class DynamicBatcher:
             wait.observe(started - item.enqueued_at)
 
     def _retry_after_s(self) -> int:
-        if self._tokens_per_s <= 0:
+        if self._s_per_token <= 0:
             return 1
-        return int(min(60, max(1, math.ceil(self._queued_tokens / self._tokens_per_s))))
+        return int(min(60, max(1, math.ceil(self._queued_tokens * self._s_per_token))))
 
     def _gauge(self) -> None:
         if self._metrics:

@@ -240,8 +240,9 @@ def test_a_lone_caller_runs_at_once_only_what_the_queue_would_batch_together():
 
 def test_a_small_lone_batch_runs_on_the_event_loop_and_callers_arriving_together_still_share_a_batch():
     """With ``inline_max_ms``, a lone caller's batch expected (at the recent tokens per second) to
-    fit in it runs on the event loop's thread; the first batch (no estimate yet) and a longer one
-    run on an inference thread; two callers that arrive in the same loop iteration are batched
+    fit in it runs on the event loop's thread; the first batch (no estimate yet) and a longer one,
+    also after a batch that failed at once (failures do not update the estimate), run on an
+    inference thread; two callers that arrive in the same loop iteration are batched
     together rather than each run alone; a failure is an InferenceError, a deadline that passes
     during the call a DeadlineExceeded, and the cores are free afterwards either way."""
     from presso.service.batching import CoreSlots
@@ -250,27 +251,29 @@ def test_a_small_lone_batch_runs_on_the_event_loop_and_callers_arriving_together
 
     def alone(payloads):
         threads.append((payloads[0][0], threading.get_ident()))
-        time.sleep(0.002)  # 4 tokens: about 2 ms, 2,000 tokens/s
+        if payloads[0][0] == "boom":
+            raise ValueError("injected fault")  # at once
+        time.sleep(0.002)  # 4 tokens: about 2 ms, 0.5 ms per token
         if payloads[0][0] == "slow":
             time.sleep(0.03)
-        if payloads[0][0] == "boom":
-            raise ValueError("injected fault")
         return [("result", p) for p in payloads]
 
     async def scenario():
         cores = CoreSlots(2)
-        b = DynamicBatcher("m", alone, BatchLimits(inline_max_ms=8), cost=length, slots=cores,
+        b = DynamicBatcher("m", alone, BatchLimits(inline_max_ms=50), cost=length, slots=cores,
                            infer_alone=alone, metrics=Metrics())
         b.start()
         try:
             loop_thread = threading.get_ident()
             assert await b.submit([("first", 4)]) == [("result", ("first", 4))]
             assert await b.submit([("a", 2), ("b", 2)]) == [("result", ("a", 2)), ("result", ("b", 2))]
-            assert await b.submit([("big", 64)]) == [("result", ("big", 64))]  # about 32 ms expected
+            assert await b.submit([("big", 400)]) == [("result", ("big", 400))]  # about 200 ms expected
             together = await asyncio.gather(b.submit([("x", 4)]), b.submit([("y", 4)]))
             assert together == [[("result", ("x", 4))], [("result", ("y", 4))]]
-            with pytest.raises(InferenceError):
-                await b.submit([("boom", 4)])
+            for _ in range(3):
+                with pytest.raises(InferenceError):
+                    await b.submit([("boom", 4)])
+            assert await b.submit([("big", 400)]) == [("result", ("big", 400))]
             with pytest.raises(DeadlineExceeded):
                 await b.submit([("slow", 4)], deadline=time.monotonic() + 0.01)
             assert (cores.running, cores.free, cores.callers) == (0, 2, 0)
