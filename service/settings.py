@@ -40,7 +40,7 @@ class Settings(BaseSettings):
                                       "holding every waiting request's texts, uses a second session on every core "
                                       "and holds them all (low latency at low load)")
     inline_max_ms: float = Field(5.0, ge=0, description="a lone batch (every core idle, nothing queued) expected "
-                                 "to take at most this long (its tokens at the model's recent tokens per second) "
+                                 "to take at most this long (its tokens times the model's recent seconds per token) "
                                  "runs on the event loop's thread, skipping the hand-offs to an inference thread "
                                  "and back (the loop waits for that one call); 0 = always on an inference thread")
     intra_op_spinning: bool = Field(False, description="intra-op threads of the main session busy-wait between "
