@@ -9,9 +9,9 @@ sequence was enqueued (monotonic clock; the close time is fixed by that arrival,
 queued while every worker was busy counts against it). With ``max_wait_ms=0`` (the default, like
 Triton's ``max_queue_delay_microseconds``) a batch is whatever is queued when a worker frees up,
 so a lone request never waits and batches grow with load. Inference runs in a thread pool
-(ONNX Runtime releases the GIL), so the event loop never blocks. A caller that finds every core
-idle (nothing queued, running or waiting on any model, no other caller) and whose sequences the
-queue would run as one batch (:func:`select_batch` takes them all) skips the queue: its batch
+(ONNX Runtime releases the GIL), so the event loop never waits for a batch, but for a short lone
+one (below). A caller that finds every core idle (nothing queued, running or waiting on any model,
+no other caller) and whose sequences the queue would run as one batch (:func:`select_batch` takes them all) skips the queue: its batch
 starts from :meth:`DynamicBatcher.submit` itself on the all-cores session, without waking the
 collector task (measured: 0.4-0.9 ms less per lone request in-process on 2 cores, where the whole
 call takes 4-5 ms). Such a batch expected to take at most ``inline_max_ms`` (its tokens times this
