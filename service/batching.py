@@ -11,9 +11,9 @@ Triton's ``max_queue_delay_microseconds``) a batch is whatever is queued when a 
 so a lone request never waits and batches grow with load. Inference runs in a thread pool
 (ONNX Runtime releases the GIL), so the event loop never waits for a batch, but for a short lone
 one (below). A caller that finds every core idle (nothing queued, running or waiting on any model,
-no other caller) and whose sequences the queue would run as one batch (:func:`select_batch` takes them all) skips the queue: its batch
-starts from :meth:`DynamicBatcher.submit` itself on the all-cores session, without waking the
-collector task (measured: 0.4-0.9 ms less per lone request in-process on 2 cores, where the whole
+no other caller) and whose sequences the queue would run as one batch (:func:`select_batch` takes
+them all) skips the queue: its batch starts from :meth:`DynamicBatcher.submit` itself on the
+all-cores session, without waking the collector task (measured: 0.4-0.9 ms less per lone request in-process on 2 cores, where the whole
 call takes 4-5 ms). Such a batch expected to take at most ``inline_max_ms`` (its tokens times this
 model's recent seconds per token) runs on the event loop's own thread: the loop is blocked for that
 one short call (every core is taken, so a request arriving meanwhile would wait for one anyway),
@@ -384,8 +384,7 @@ class DynamicBatcher:
         started = time.monotonic()
         answer = loop.create_future()
         self._slots.callers += 1
-        self._observe_batch([_Item(p, t, answer, deadline, enqueued_at=started) for p, t in zip(payloads, tokens)],
-                            started)
+        self._observe_batch(tokens, [0.0] * len(tokens))
         try:
             work = self._executor.submit(self._infer_alone, payloads)
         except BaseException:
@@ -416,8 +415,7 @@ class DynamicBatcher:
             DeadlineExceeded: ``deadline`` passed while the batch ran.
         """
         started = time.monotonic()
-        self._observe_batch([_Item(p, t, None, deadline, enqueued_at=started) for p, t in zip(payloads, tokens)],
-                            started)
+        self._observe_batch(tokens, [0.0] * len(tokens))
         ok = False
         try:
             results = self._checked(self._infer_alone(payloads), len(payloads))
@@ -536,7 +534,7 @@ class DynamicBatcher:
         extra = None
         ok = False
         try:
-            self._observe_batch(batch, started)
+            self._observe_batch([i.tokens for i in batch], [started - i.enqueued_at for i in batch])
             extra = None if self._queue else self._slots.hold_all(len({id(i.caller) for i in batch}))
             infer = self._infer if extra is None else self._infer_alone
             loop = asyncio.get_running_loop()
@@ -555,17 +553,19 @@ class DynamicBatcher:
         finally:
             self._finished(started, sum(i.tokens for i in batch), 1 + (extra or 0), ok)
 
-    def _observe_batch(self, batch: list[_Item], started: float) -> None:
+    def _observe_batch(self, tokens: list[int], waits_s: list[float]) -> None:
+        """Batch metrics of a starting batch: ``tokens`` ``[batch]`` per sequence, ``waits_s`` each
+        sequence's time queued (0 for a batch that skipped the queue)."""
         if not self._metrics:
             return
         m, name = self._metrics, self.name
-        padded = max(i.tokens for i in batch) * len(batch)
-        m.batch_size.labels(model=name).observe(len(batch))
+        padded = max(tokens) * len(tokens)
+        m.batch_size.labels(model=name).observe(len(tokens))
         m.batch_tokens.labels(model=name).observe(padded)
-        m.padding_ratio.labels(model=name).observe(1.0 - sum(i.tokens for i in batch) / padded)
+        m.padding_ratio.labels(model=name).observe(1.0 - sum(tokens) / padded)
         wait = m.queue_wait.labels(model=name)
-        for item in batch:
-            wait.observe(started - item.enqueued_at)
+        for waited_s in waits_s:
+            wait.observe(waited_s)
 
     def _retry_after_s(self) -> int:
         if self._s_per_token <= 0:
