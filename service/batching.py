@@ -13,8 +13,8 @@ so a lone request never waits and batches grow with load. Inference runs in a th
 one (below). A caller that finds every core idle (nothing queued, running or waiting on any model,
 no other caller) and whose sequences the queue would run as one batch (:func:`select_batch` takes
 them all) skips the queue: its batch starts from :meth:`DynamicBatcher.submit` itself on the
-all-cores session, without waking the collector task (measured: 0.4-0.9 ms less per lone request in-process on 2 cores, where the whole
-call takes 4-5 ms). Such a batch expected to take at most ``inline_max_ms`` (its tokens times this
+all-cores session, without waking the collector task (measured: 0.4-0.9 ms less per lone request
+in-process on 2 cores, where the whole call takes 4-5 ms). Such a batch expected to take at most ``inline_max_ms`` (its tokens times this
 model's recent seconds per token) runs on the event loop's own thread: the loop is blocked for that
 one short call (every core is taken, so a request arriving meanwhile would wait for one anyway),
 and the two thread hand-offs, to an inference thread and back, are saved (measured over HTTP at 1
