@@ -8,17 +8,18 @@ A batch that could still grow waits for more arrivals until ``max_wait_ms`` afte
 sequence was enqueued (monotonic clock; the close time is fixed by that arrival, so time spent
 queued while every worker was busy counts against it). With ``max_wait_ms=0`` (the default, like
 Triton's ``max_queue_delay_microseconds``) a batch is whatever is queued when a worker frees up,
-so a lone request never waits and batches grow with load. Inference runs in a thread pool
-(ONNX Runtime releases the GIL), so the event loop never waits for a batch, but for a short lone
-one (below). A caller that finds every core idle (nothing queued, running or waiting on any model,
-no other caller) and whose sequences the queue would run as one batch (:func:`select_batch` takes
-them all) skips the queue: its batch starts from :meth:`DynamicBatcher.submit` itself on the
-all-cores session, without waking the collector task (measured: 0.4-0.9 ms less per lone request
-in-process on 2 cores, where the whole call takes 4-5 ms). Such a batch expected to take at most ``inline_max_ms`` (its tokens times this
-model's recent seconds per token) runs on the event loop's own thread: the loop is blocked for that
-one short call (every core is taken, so a request arriving meanwhile would wait for one anyway),
-and the two thread hand-offs, to an inference thread and back, are saved (measured over HTTP at 1
-client on 2 cores: p50 1.92-2.05 -> 1.82-1.94 ms, where the single call takes 1.4 ms).
+so a lone request never waits and batches grow with load. Inference runs in a thread pool (ONNX
+Runtime releases the GIL), so the event loop never waits for a batch, but for a short lone one
+(below). A caller that finds every core idle (nothing queued, running or waiting on any model, no
+other caller) and whose sequences the queue would run as one batch (:func:`select_batch` takes them
+all) skips the queue: its batch starts from :meth:`DynamicBatcher.submit` itself on the all-cores
+session, without waking the collector task (measured: 0.4-0.9 ms less per lone request in-process
+on 2 cores, where the whole call takes 4-5 ms). Such a batch expected to take at most
+``inline_max_ms`` (its tokens times this model's recent seconds per token) runs on the event loop's
+own thread: the loop is blocked for that one short call (every core is taken, so a request arriving
+meanwhile would wait for one anyway), and the two thread hand-offs, to an inference thread and
+back, are saved (measured over HTTP at 1 client on 2 cores: p50 1.92-2.05 -> 1.82-1.94 ms, where
+the single call takes 1.4 ms).
 
 Fairness: the oldest queued sequence is in every next batch, so a sequence at queue position
 ``p < sort_window`` runs within ``p + 1`` batches, and at most ``(sort_window - 1) x
