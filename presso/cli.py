@@ -87,6 +87,10 @@ def build(
     int8: bool = typer.Option(True, "--int8/--no-int8", help="--no-int8: ship the fused fp32 ONNX graph instead "
                               "of an INT8 one (e.g. with --no-prune: the unpruned, unquantized last step of a "
                               "cascade)"),
+    casing: Optional[bool] = typer.Option(None, "--casing/--no-casing", help="feed each sub-token's casing class "
+                                          "through token_type_ids when the tokenizer lowercases (default: the "
+                                          "profile's, on for ner, off for classification; on helps a classifier "
+                                          "whose labels follow writing style, such as the domains router)"),
 ) -> None:
     """Fine-tune, prune, export, quantize and evaluate a model, and write models/<name>/.
 
@@ -154,6 +158,8 @@ def build(
     update = {k: v for k, v in {"seed": seed, "method": method.value if method else None}.items() if v is not None}
     update.update({} if prune else {"prune": False})
     update.update({} if int8 else {"int8": False})
+    if casing is not None:
+        update["casing"] = {**PROFILES[profile].casing, splits.task: casing}
     if lora_rank is not None or lora_targets:
         if method is not Method.lora:
             raise typer.BadParameter("--lora-rank/--lora-targets go with --method lora", param_hint="--lora-rank")

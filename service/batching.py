@@ -10,7 +10,10 @@ queued while every worker was busy counts against it). With ``max_wait_ms=0`` (t
 Triton's ``max_queue_delay_microseconds``) a batch is whatever is queued when a worker frees up,
 so a lone request never waits and batches grow with load. Inference runs in a thread pool (ONNX
 Runtime releases the GIL), so the event loop never waits for a batch, but for a short lone one
-(below). A caller that finds every core idle (nothing queued, running or waiting on any model, no
+(below). While every core is busy, a thread whose batch ends keeps its core and takes the next
+ready batch itself, of this model or of another one waiting on the same cores
+(:meth:`CoreSlots.take_next`, :mod:`presso.service.cores`); results are still settled on the event
+loop. A caller that finds every core idle (nothing queued, running or waiting on any model, no
 other caller) and whose sequences the queue would run as one batch (:func:`select_batch` takes them
 all) skips the queue: its batch starts from :meth:`DynamicBatcher.submit` itself on the all-cores
 session, without waking the collector task (measured: 0.4-0.9 ms less per lone request in-process
@@ -43,6 +46,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, Callable, Sequence
+
+from presso.service.cores import CoreSlots
+
+__all__ = ["BatchLimits", "BatcherClosed", "CoreSlots", "DeadlineExceeded", "DynamicBatcher", "InferenceError",
+           "Overloaded", "select_batch"]
 
 log = logging.getLogger(__name__)
 
@@ -86,92 +94,6 @@ class BatcherClosed(RuntimeError):
 
 class InferenceError(RuntimeError):
     """Inference failed for the batch this sequence was in."""
-
-
-class CoreSlots:
-    """The cores that every model's batcher in one process shares: at most ``workers`` batches run
-    at once across all models (one per core with ``intra_op_threads=1``). Without it each model's
-    batcher would start its own ``workers`` batches, so a second busy model (a cascade's next
-    step, a router's experts, NER beside classification) oversubscribes the cores, and a batcher
-    that sees only its own queue would pick its all-cores session while another model's batches
-    run. A batch on the all-cores session holds every slot (:meth:`hold_all`): a batch started
-    beside it would put more threads than cores to work, and ONNX Runtime's parallel operators
-    then wait on whichever thread the OS parked. ``running`` counts batches running now;
-    ``waiting`` counts batchers waiting for a core; ``callers`` counts submit calls not yet
-    answered on any of the batchers. Slots go to waiters first come, first served.
-    """
-
-    def __init__(self, workers: int) -> None:
-        self.workers = workers
-        self.running = 0
-        self.callers = 0
-        self._free = workers
-        self._waiters: deque[asyncio.Future] = deque()
-
-    @property
-    def waiting(self) -> int:
-        return len(self._waiters)
-
-    @property
-    def free(self) -> int:
-        """Slots no batch holds now."""
-        return self._free
-
-    async def acquire(self) -> None:
-        """Take one slot, waiting in line (first come, first served) while none is free.
-
-        Raises:
-            asyncio.CancelledError: the caller was cancelled while waiting; it holds no slot then
-                (one granted at the same moment is handed to the next waiter).
-        """
-        if self._free and not self._waiters:
-            self._free -= 1
-            return
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        try:
-            await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                self.release()  # granted, then cancelled before it ran: hand the slot on
-            elif waiter in self._waiters:  # a release() may already have passed over it
-                self._waiters.remove(waiter)
-            raise
-
-    def release(self, slots: int = 1) -> None:
-        """Give back ``slots`` slots; waiters still waiting get them in order."""
-        self._free += slots
-        while self._free and self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                self._free -= 1
-                waiter.set_result(None)
-
-    def idle(self) -> bool:
-        """Nothing runs, nobody waits for a slot and no caller waits on these cores."""
-        return not (self.running or self._waiters or self._free != self.workers or self.callers)
-
-    def take_all(self) -> int | None:
-        """When nothing runs, nobody waits and no caller is waiting on these cores, take every slot
-        for one batch that runs at once (counted in ``running``); return how many, else None.
-        Give them back with :meth:`release` and ``running -= 1``."""
-        if not self.idle():
-            return None
-        taken, self._free = self._free, 0
-        self.running += 1
-        return taken
-
-    def hold_all(self, callers_in_batch: int) -> int | None:
-        """For a batch that holds one slot and is about to run: when it is the only batch running,
-        every other slot is free, no batcher waits and every caller waiting on these cores has its
-        sequences in this batch (``callers_in_batch``), take the other slots too and return how many
-        (0 with one core; give them back with :meth:`release`); otherwise None (it runs beside
-        others). A caller elsewhere (another model's queue, the next cascade step) means a batch
-        will soon want a core: one core per batch then wastes less than every core on one small batch."""
-        if self.running > 1 or self._waiters or self._free != self.workers - 1 or self.callers > callers_in_batch:
-            return None
-        taken, self._free = self._free, 0
-        return taken
 
 
 @dataclass(eq=False)
@@ -252,7 +174,9 @@ class DynamicBatcher:
         self._slots = slots or CoreSlots(workers)
         self._executor = ThreadPoolExecutor(max_workers=self._slots.workers, thread_name_prefix=f"infer-{name}")
         self._collector: asyncio.Task | None = None
-        self._running: set[asyncio.Task] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._inflight = 0  # batches taken from the queue and not yet settled (guarded by the cores' lock)
+        self._batch_ended = asyncio.Event()
         self._at_once: set = set()  # concurrent futures of batches run by _run_at_once
         self._closed = False
         self._s_per_token = 0.0  # moving average over batches that succeeded: Retry-After, inline_max_ms
@@ -260,7 +184,8 @@ class DynamicBatcher:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._collector = asyncio.get_running_loop().create_task(self._collect_forever(), name=f"batcher-{self.name}")
+        self._loop = asyncio.get_running_loop()
+        self._collector = self._loop.create_task(self._collect_forever(), name=f"batcher-{self.name}")
 
     async def stop(self, drain_s: float = 0.0) -> None:
         """Stop accepting work, finish running batches, fail whatever is still queued.
@@ -269,23 +194,27 @@ class DynamicBatcher:
         that long, so requests already accepted finish on this model; the queue gauges are then
         left to the batcher that took over the model's name.
         """
-        self._closed = True
+        with self._slots.lock:  # from now on no inference thread takes this model's batches
+            self._closed = True
         deadline = time.monotonic() + drain_s
         while drain_s and self._queue and time.monotonic() < deadline:
             await asyncio.sleep(0.005)
         if self._collector:
             self._collector.cancel()
             await asyncio.gather(self._collector, return_exceptions=True)
-        if self._running:
-            await asyncio.gather(*self._running, return_exceptions=True)
+        while self._inflight:  # only the event loop lowers it once closed
+            self._batch_ended.clear()
+            await self._batch_ended.wait()
         if self._at_once:
             await asyncio.gather(*map(asyncio.wrap_future, self._at_once), return_exceptions=True)
-        while self._queue:
-            _settle(self._queue.popleft().future, exc=BatcherClosed(f"model {self.name} is shutting down"))
-        self._queued_tokens = 0
+        with self._slots.lock:
+            queued, self._queue, self._queued_tokens = list(self._queue), deque(), 0
+        for item in queued:
+            _settle(item.future, exc=BatcherClosed(f"model {self.name} is shutting down"))
         if not drain_s:
             self._gauge()
-        self._executor.shutdown(wait=True)
+        # a thread of this model may be running another model's batch: wait for it off the loop
+        await asyncio.to_thread(self._executor.shutdown, True)
 
     # -- callers -----------------------------------------------------------------------------
 
@@ -348,8 +277,9 @@ class DynamicBatcher:
         caller = object()
         items = [_Item(p, t, loop.create_future(), deadline, caller) for p, t in zip(payloads, tokens)]
         self._slots.callers += 1
-        self._queue.extend(items)
-        self._queued_tokens += sum(tokens)
+        with self._slots.lock:
+            self._queue.extend(items)
+            self._queued_tokens += sum(tokens)
         self._arrival.set()
         self._gauge()
         waiter = asyncio.gather(*(item.future for item in items))
@@ -390,7 +320,7 @@ class DynamicBatcher:
             work = self._executor.submit(self._infer_alone, payloads)
         except BaseException:
             self._slots.callers -= 1
-            self._finished(started, sum(tokens), slots, ok=False)
+            self._finished(time.monotonic() - started, sum(tokens), slots, ok=False)
             raise
         self._at_once.add(work)
         work.add_done_callback(lambda done: loop.call_soon_threadsafe(
@@ -425,7 +355,7 @@ class DynamicBatcher:
             log.error("batch of %d failed on model %s", len(payloads), self.name, exc_info=exc)
             raise _as_inference_error(exc) from None
         finally:
-            self._finished(started, sum(tokens), slots, ok)
+            self._finished(time.monotonic() - started, sum(tokens), slots, ok)
         if deadline is not None and time.monotonic() > deadline:
             raise DeadlineExceeded("deadline passed before every text ran")
         return list(results)
@@ -441,7 +371,7 @@ class DynamicBatcher:
             log.error("batch of %d failed on model %s", size, self.name, exc_info=exc)
             _settle(answer, exc=_as_inference_error(exc))
         finally:
-            self._finished(started, tokens, slots, ok)
+            self._finished(time.monotonic() - started, tokens, slots, ok)
 
     def _checked(self, results: list, size: int) -> list:
         """``results`` of a batch of ``size`` sequences.
@@ -453,29 +383,31 @@ class DynamicBatcher:
             raise InferenceError(f"model {self.name} returned {len(results)} results for {size} inputs")
         return results
 
-    def _finished(self, started: float, tokens: int, slots: int, ok: bool) -> None:
-        """A batch of ``tokens`` that held ``slots`` core slots and started at ``started`` (monotonic
-        s) ended; ``ok``: it returned its results. Only those update the seconds per token (a batch
-        that fails at once would make the model look fast), averaged as seconds per token so that
-        one slow batch moves the estimate as much as it is slow."""
-        elapsed_s = time.monotonic() - started
+    def _finished(self, elapsed_s: float, tokens: int, slots: int, ok: bool, release: bool = True) -> None:
+        """A batch of ``tokens`` that held ``slots`` core slots ran for ``elapsed_s`` and ended; ``ok``:
+        it returned its results. Only those update the seconds per token (a batch that fails at once
+        would make the model look fast), averaged as seconds per token so that one slow batch moves
+        the estimate as much as it is slow. ``release`` False: its thread kept the slot for the next
+        batch, which is counted as running instead."""
         if ok:
             cost = elapsed_s / max(tokens, 1)
             self._s_per_token = cost if not self._s_per_token else 0.8 * self._s_per_token + 0.2 * cost
         if self._metrics:
             self._metrics.inference_latency.labels(model=self.name).observe(elapsed_s)
-        self._slots.running -= 1
-        self._slots.release(slots)
+        if release:
+            self._slots.running -= 1
+            self._slots.release(slots)
 
     def _discard(self, items: list[_Item]) -> None:
         for item in items:
             item.future.cancel()
         gone = set(map(id, items))
-        if any(id(i) in gone for i in self._queue):
-            kept = [i for i in self._queue if id(i) not in gone]
-            self._queued_tokens = sum(i.tokens for i in kept)
-            self._queue = deque(kept)
-            self._gauge()
+        with self._slots.lock:
+            if not any(id(i) in gone for i in self._queue):
+                return
+            self._queue = deque(i for i in self._queue if id(i) not in gone)
+            self._queued_tokens = sum(i.tokens for i in self._queue)
+        self._gauge()
 
     # -- collector ---------------------------------------------------------------------------
 
@@ -484,7 +416,7 @@ class DynamicBatcher:
             while not self._queue:  # a core is taken only with work queued: an idle model holds none
                 self._arrival.clear()
                 await self._arrival.wait()
-            await self._slots.acquire()
+            await self._slots.acquire(self)
             try:
                 batch = await self._next_batch()
             except BaseException:
@@ -493,66 +425,149 @@ class DynamicBatcher:
             if not batch:
                 self._slots.release()
                 continue
-            task = asyncio.get_running_loop().create_task(self._run(batch))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
+            self._launch(batch)
 
     async def _next_batch(self) -> list[_Item]:
-        """The next batch, or [] when the queue emptied (callers left) while it waited for a core."""
+        """The next batch, or [] when the queue emptied (callers left, or inference threads took
+        the batches) while it waited for a core."""
         while True:
-            if not self._queue:
-                return []
-            window = list(islice(self._queue, self.limits.sort_window))
-            chosen, full = select_batch([i.tokens for i in window], self.limits)
-            remaining = window[0].enqueued_at + self.limits.max_wait_ms / 1000.0 - time.monotonic()
-            if full or remaining <= 0:
-                return self._take([window[i] for i in chosen])
+            with self._slots.lock:
+                if not self._queue:
+                    return []
+                batch, remaining = self._ready_batch()
+            if batch:
+                self._gauge()
+                live = self._live(batch)
+                if live:
+                    with self._slots.lock:
+                        self._inflight += 1
+                    return live
+                continue
             self._arrival.clear()
             try:
                 await asyncio.wait_for(self._arrival.wait(), remaining)
             except asyncio.TimeoutError:
                 pass
 
-    def _take(self, batch: list[_Item]) -> list[_Item]:
+    def _ready_batch(self) -> tuple[list[_Item], float]:
+        """(Holding the cores' lock, the queue not empty.) The batch :func:`select_batch` forms now,
+        taken out of the queue, when it is full or its oldest sequence has waited ``max_wait_ms``;
+        else [] and the seconds left until then."""
+        window = list(islice(self._queue, self.limits.sort_window))
+        chosen, full = select_batch([i.tokens for i in window], self.limits)
+        remaining = window[0].enqueued_at + self.limits.max_wait_ms / 1000.0 - time.monotonic()
+        if not (full or remaining <= 0):
+            return [], remaining
+        batch = [window[i] for i in chosen]
         taken = set(map(id, batch))
         self._queue = deque(i for i in self._queue if id(i) not in taken)
         self._queued_tokens -= sum(i.tokens for i in batch)
-        self._gauge()
+        return batch, 0.0
+
+    def _live(self, batch: list[_Item], expired: Callable[[asyncio.Future], None] | None = None) -> list[_Item]:
+        """The sequences of a batch just taken whose caller still waits: the others are dropped,
+        those past their deadline answered with :class:`DeadlineExceeded` (by ``expired``; default
+        at once, on the event loop)."""
+        expired = expired or (lambda future: _settle(future, exc=DeadlineExceeded("deadline passed while queued")))
         now = time.monotonic()
         live = []
         for item in batch:
             if item.future.done():
                 continue  # the caller left
             if item.deadline is not None and item.deadline <= now:
-                _settle(item.future, exc=DeadlineExceeded("deadline passed while queued"))
+                expired(item.future)
                 continue
             live.append(item)
         return live
 
-    async def _run(self, batch: list[_Item]) -> None:
+    def take_on_thread(self) -> list[_Item]:
+        """(Holding the cores' lock, on an inference thread; :meth:`CoreSlots.take_next`.) The next
+        batch whose callers still wait, when one is ready and this batcher is open, counted in
+        flight; else []. Callers past their deadline are answered on the event loop."""
+        def expired(future: asyncio.Future) -> None:
+            self._loop.call_soon_threadsafe(_settle, future, None, DeadlineExceeded("deadline passed while queued"))
+
+        while self._queue and not self._closed:
+            batch, _ = self._ready_batch()
+            if not batch:
+                return []
+            live = self._live(batch, expired)
+            if live:
+                self._inflight += 1
+                return live
+        return []
+
+    def _launch(self, batch: list[_Item]) -> None:
+        """Start ``batch`` (taken from the queue, one core slot held) on an inference thread; on
+        every core when it is the only work there is (:meth:`CoreSlots.hold_all`)."""
         started = time.monotonic()
         self._slots.running += 1
-        extra = None
+        self._observe_batch([i.tokens for i in batch], [started - i.enqueued_at for i in batch])
+        extra = None if self._queue else self._slots.hold_all(len({id(i.caller) for i in batch}))
+        infer = self._infer if extra is None else self._infer_alone
+        try:
+            self._executor.submit(self._work, self, batch, infer, 1 + (extra or 0), started)
+        except BaseException as exc:  # the executor is shut down: settle the batch, free its cores
+            self._batch_done(batch, None, exc, 0.0, 1 + (extra or 0), False)
+            if not isinstance(exc, Exception):
+                raise
+
+    def _work(self, batcher: "DynamicBatcher", batch: list[_Item], infer: InferFn, slots: int,
+              started: float) -> None:
+        """Inference thread of this batcher: run ``batch`` of ``batcher`` (this one, or another model
+        on the same cores), then, while it holds one slot and every core is busy, the next batch
+        the cores hand out (:meth:`CoreSlots.take_next`) on the same thread. Each batch's outcome
+        is settled on the event loop (:meth:`_batch_done`); nothing here raises."""
+        loop = self._loop
+        while True:
+            results, error = None, None
+            try:
+                results = infer([i.payload for i in batch])
+            except BaseException as exc:
+                error = exc
+            following = None
+            if slots == 1 and not self._closed:
+                try:
+                    following = self._slots.take_next(batcher)
+                except Exception:
+                    log.exception("choosing the next batch on an inference thread failed")
+            elapsed_s = time.monotonic() - started
+            loop.call_soon_threadsafe(batcher._batch_done, batch, results, error, elapsed_s, slots,
+                                      following is not None)
+            if following is None:
+                return
+            batcher, batch = following
+            infer, started = batcher._infer, time.monotonic()
+            batcher._thread_started(batch, started)
+
+    def _thread_started(self, batch: list[_Item], started: float) -> None:
+        """A batch an inference thread took from this queue starts: gauges and batch metrics (both
+        thread-safe)."""
+        self._gauge()
+        self._observe_batch([i.tokens for i in batch], [started - i.enqueued_at for i in batch])
+
+    def _batch_done(self, batch: list[_Item], results: list | None, error: BaseException | None,
+                    elapsed_s: float, slots: int, kept: bool) -> None:
+        """On the event loop: settle every sequence of a batch that ran for ``elapsed_s`` and ended
+        (results, or the error for all of them); ``kept``: its thread kept the core slot for a next batch, else the ``slots``
+        it held are given back."""
         ok = False
         try:
-            self._observe_batch([i.tokens for i in batch], [started - i.enqueued_at for i in batch])
-            extra = None if self._queue else self._slots.hold_all(len({id(i.caller) for i in batch}))
-            infer = self._infer if extra is None else self._infer_alone
-            loop = asyncio.get_running_loop()
-            results = self._checked(await loop.run_in_executor(self._executor, infer, [i.payload for i in batch]),
-                                    len(batch))
-            for item, result in zip(batch, results):
+            if error is not None:
+                raise error
+            for item, result in zip(batch, self._checked(results, len(batch))):
                 _settle(item.future, result=result)
             ok = True
         except BaseException as exc:  # settle every future, whatever happened
-            log.exception("batch of %d failed on model %s", len(batch), self.name)
-            error = _as_inference_error(exc)
+            log.error("batch of %d failed on model %s", len(batch), self.name, exc_info=exc)
+            failure = _as_inference_error(exc)
             for item in batch:
-                _settle(item.future, exc=error)
-            if not isinstance(exc, Exception):
-                raise
+                _settle(item.future, exc=failure)
         finally:
-            self._finished(started, sum(i.tokens for i in batch), 1 + (extra or 0), ok)
+            with self._slots.lock:
+                self._inflight -= 1
+            self._batch_ended.set()
+            self._finished(elapsed_s, sum(i.tokens for i in batch), slots, ok, release=not kept)
 
     def _observe_batch(self, tokens: list[int], waits_s: list[float]) -> None:
         """Batch metrics of a starting batch: ``tokens`` ``[batch]`` per sequence, ``waits_s`` each

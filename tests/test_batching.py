@@ -583,3 +583,89 @@ def test_models_sharing_cores_settle_every_caller_and_free_every_core(plan, work
             assert isinstance(outcome, asyncio.CancelledError) or outcome == [("result", (i, n))]
     assert peak[0] <= workers  # an all-cores batch counts as every core
     assert cores.running == 0 and cores.waiting == 0 and cores.callers == 0 and cores.free == workers
+
+
+def test_a_thread_whose_batch_ends_runs_the_next_batch_when_every_core_is_busy():
+    """CoreSlots(1), a batch running and batches queued on two models: the thread whose batch ends
+    keeps the core and runs the next batch itself, the model first in line for a core first, the
+    models taking turns; no slot is lost, every caller gets its own results; a caller whose
+    deadline passed while queued is answered with DeadlineExceeded and its sequence never runs."""
+    from presso.service.batching import CoreSlots
+
+    gate = threading.Event()
+    order: list[tuple[str, int, list]] = []  # (model, thread, payloads)
+
+    def model(name: str):
+        def infer(payloads):
+            order.append((name, threading.get_ident(), [p[0] for p in payloads]))
+            if len(order) == 1:
+                gate.wait(5)
+            time.sleep(0.01)  # long enough for the event loop to put the collector back in line
+            return [("result", p) for p in payloads]
+        return infer
+
+    async def scenario():
+        cores = CoreSlots(1)
+        a = DynamicBatcher("a", model("a"), BatchLimits(max_batch_size=1), cost=length, slots=cores)
+        b = DynamicBatcher("b", model("b"), BatchLimits(max_batch_size=1), cost=length, slots=cores)
+        a.start()
+        b.start()
+        try:
+            first = asyncio.ensure_future(a.submit([("a0", 4)]))
+            await asyncio.sleep(0.02)  # a0 runs (at once, every core) and blocks on the gate
+            queued = [asyncio.ensure_future(b.submit([("b1", 4)])), asyncio.ensure_future(a.submit([("a1", 4)])),
+                      asyncio.ensure_future(b.submit([("b2", 4)])), asyncio.ensure_future(a.submit([("a2", 4)]))]
+            late = asyncio.ensure_future(a.submit([("late", 4)], deadline=time.monotonic() + 0.01))
+            await asyncio.sleep(0.05)  # both collectors wait in line for the core; late's deadline passes
+            gate.set()
+            answers = await asyncio.wait_for(asyncio.gather(first, *queued), 5)
+            with pytest.raises(DeadlineExceeded):
+                await late
+            return answers, cores
+        finally:
+            await a.stop()
+            await b.stop()
+
+    answers, cores = asyncio.run(scenario())
+    assert [r[0][1][0] for r in answers] == ["a0", "b1", "a1", "b2", "a2"]
+    assert cores.running == 0 and cores.waiting == 0 and cores.callers == 0 and cores.free == 1
+    ran = [payloads for _, _, payloads in order]
+    assert ["late"] not in ran
+    # after a0 (run at once from the caller), the queued batches ran one after the other on one thread
+    # without going back to the event loop, the models taking turns
+    assert [name for name, _, _ in order[1:]] == ["b", "a", "b", "a"]
+    assert len({thread for _, thread, _ in order[2:]}) == 1
+
+
+def test_stopping_a_model_whose_thread_runs_another_models_batches_does_not_wait_for_that_load():
+    """A thread of model a that went on to model b's batches stops taking more once a is stopped,
+    so a.stop() returns after one batch while b keeps serving."""
+    from presso.service.batching import CoreSlots
+
+    def model(name: str, delay_s: float):
+        def infer(payloads):
+            time.sleep(delay_s)
+            return [(name, p) for p in payloads]
+        return infer
+
+    async def scenario():
+        cores = CoreSlots(1)
+        a = DynamicBatcher("a", model("a", 0.005), BatchLimits(max_batch_size=1), cost=length, slots=cores)
+        b = DynamicBatcher("b", model("b", 0.005), BatchLimits(max_batch_size=1), cost=length, slots=cores)
+        a.start()
+        b.start()
+        load = [asyncio.ensure_future(b.submit([(i, 4)])) for i in range(200)]
+        await asyncio.sleep(0)
+        answers = await asyncio.gather(*(a.submit([(i, 4)]) for i in range(3)))
+        t0 = time.monotonic()
+        await a.stop()
+        stopped_in_s = time.monotonic() - t0
+        results = await asyncio.wait_for(asyncio.gather(*load), 10)
+        await b.stop()
+        return answers, stopped_in_s, results, cores
+
+    answers, stopped_in_s, results, cores = asyncio.run(scenario())
+    assert answers == [[("a", (i, 4))] for i in range(3)]
+    assert results == [[("b", (i, 4))] for i in range(200)]
+    assert stopped_in_s < 0.5  # b's queue alone takes about 1 s
+    assert cores.running == 0 and cores.waiting == 0 and cores.free == 1
