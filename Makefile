@@ -83,7 +83,7 @@ bench-routes: install
 bench-experts: install
 	$(PRESSO) build ner --profile $(PROFILE) --if-missing
 	$(PRESSO) build wnut --profile $(PROFILE) --if-missing
-	$(PRESSO) build domains --profile $(PROFILE) --if-missing
+	$(PRESSO) build domains --profile $(PROFILE) --casing --if-missing
 	$(PRESSO) build news-tweets --profile $(PROFILE) --if-missing
 	$(PY) -m presso.cli bench experts
 

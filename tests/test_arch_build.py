@@ -288,3 +288,50 @@ def test_a_local_encoder_builds_from_a_csv_and_serves_classify(family, tmp_path)
         alone = client.post("/classify", json={"text": UNICODE_TEXTS[1]}).json()
         assert alone["label"] == results[1]["label"]
         assert abs(alone["score"] - results[1]["score"]) < 1e-3  # batch invariance
+
+
+def test_casing_can_be_turned_on_for_a_classifier(tmp_path):
+    """``presso build --task classify --casing``: a classifier whose labels follow writing style
+    (the domains router) gets casing classes like NER does; recorded in the manifest and served."""
+    from typer.testing import CliRunner
+
+    from presso.cli import app
+    from presso.core.manifest import parse_manifest
+    from presso.service.api import create_app
+
+    import torch
+    import transformers
+
+    from presso.bench.arch import tiny_config
+
+    folder = tmp_path / "bert"  # an uncased WordPiece tokenizer and token_type_ids: casing classes apply
+    wordpiece(folder, transformers.BertTokenizerFast)
+    config = tiny_config("bert")
+    config.vocab_size = len(transformers.AutoTokenizer.from_pretrained(folder))
+    torch.manual_seed(0)
+    transformers.AutoModel.from_config(config).save_pretrained(folder)
+    rng = random.Random(7)
+    rows = ["text,label"]
+    for _ in range(200):
+        words = [rng.choice(FIRST), rng.choice(["visited", "met"]), rng.choice(CITY)]
+        shouting = rng.random() < 0.5
+        rows.append(f"\"{' '.join(w.upper() if shouting else w.lower() for w in words)}\","
+                    f"{'headline' if shouting else 'chat'}")
+    train = tmp_path / "style.csv"
+    train.write_text("\n".join(rows) + "\n")
+    result = CliRunner().invoke(app, ["build", "--task", "classify", "--train", str(train), "--casing",
+                                      "--base-model", str(folder), "--profile", "smoke", "--models-dir",
+                                      str(tmp_path / "models"), "--name", "style"])
+    assert result.exit_code in (0, 3), result.output
+    path = tmp_path / "models" / ("style/manifest.json" if result.exit_code == 0 else "style.gate-report.json")
+    record = json.loads(path.read_text())
+    record = record.get("manifest", record)
+    assert record["casing"]["enabled"] is True and record["profile"]["casing"]["classify"] is True
+    if result.exit_code == 3:
+        pytest.skip("the tiny random encoder's smoke build was refused by the gate; casing was recorded")
+    manifest = parse_manifest(tmp_path / "models" / "style")
+    with LiveServer(create_app(make_settings(tmp_path / "models"))) as server, \
+            httpx.Client(base_url=server.url, timeout=30) as client:
+        response = client.post("/classify", json={"texts": ["ANNA VISITED PARIS", "anna met rome"]})
+        assert response.status_code == 200, response.text
+        assert all(r["label"] in manifest.labels for r in response.json()["results"])

@@ -86,12 +86,15 @@ def test_compression_does_not_import_the_service():
 
 def test_service_layers_import_only_downwards():
     transport = ("presso.service.api", "presso.service.server", "presso.service.multiprocess")
-    below_transport = ("presso.service.dataplane", "presso.service.batching", "presso.service.registry",
+    below_transport = ("presso.service.dataplane", "presso.service.batching", "presso.service.cores",
+                       "presso.service.registry",
                        "presso.service.tasks", "presso.service.errors", "presso.service.metrics")
     for module in below_transport:
         assert not _offenders(module, transport), module
-    for module in ("presso.service.batching", "presso.service.registry", "presso.service.tasks"):
+    for module in ("presso.service.batching", "presso.service.cores", "presso.service.registry",
+                   "presso.service.tasks"):
         assert not _offenders(module, ("presso.service.dataplane",)), module
+    assert not _offenders("presso.service.cores", ("presso.service.batching",))  # the cores know no batcher type
 
 
 def test_routing_is_a_policy_between_transport_and_the_data_plane():
@@ -100,8 +103,9 @@ def test_routing_is_a_policy_between_transport_and_the_data_plane():
     transport = ("presso.service.api", "presso.service.server", "presso.service.multiprocess",
                  "presso.service.inference")
     assert not _offenders("presso.service.routing", transport)
-    for module in ("presso.service.dataplane", "presso.service.batching", "presso.service.registry",
-                   "presso.service.tasks", "presso.service.errors", "presso.service.metrics"):
+    for module in ("presso.service.dataplane", "presso.service.batching", "presso.service.cores",
+                   "presso.service.registry", "presso.service.tasks", "presso.service.errors",
+                   "presso.service.metrics"):
         assert not _offenders(module, ("presso.service.routing",)), module
 
 
