@@ -179,6 +179,7 @@ class DynamicBatcher:
         self._batch_ended = asyncio.Event()
         self._at_once: set = set()  # concurrent futures of batches run by _run_at_once
         self._closed = False
+        self._thread_takes = True  # inference threads may take this queue's batches (until a stop has drained)
         self._s_per_token = 0.0  # moving average over batches that succeeded: Retry-After, inline_max_ms
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -194,11 +195,12 @@ class DynamicBatcher:
         that long, so requests already accepted finish on this model; the queue gauges are then
         left to the batcher that took over the model's name.
         """
-        with self._slots.lock:  # from now on no inference thread takes this model's batches
-            self._closed = True
+        self._closed = True
         deadline = time.monotonic() + drain_s
         while drain_s and self._queue and time.monotonic() < deadline:
             await asyncio.sleep(0.005)
+        with self._slots.lock:  # drained: from now on no inference thread takes this model's batches,
+            self._thread_takes = False  # nor, being this model's, goes on to another model's
         if self._collector:
             self._collector.cancel()
             await asyncio.gather(self._collector, return_exceptions=True)
@@ -209,10 +211,10 @@ class DynamicBatcher:
             await asyncio.gather(*map(asyncio.wrap_future, self._at_once), return_exceptions=True)
         with self._slots.lock:
             queued, self._queue, self._queued_tokens = list(self._queue), deque(), 0
+            if not drain_s:
+                self._gauge()
         for item in queued:
             _settle(item.future, exc=BatcherClosed(f"model {self.name} is shutting down"))
-        if not drain_s:
-            self._gauge()
         # a thread of this model may be running another model's batch: wait for it off the loop
         await asyncio.to_thread(self._executor.shutdown, True)
 
@@ -280,8 +282,8 @@ class DynamicBatcher:
         with self._slots.lock:
             self._queue.extend(items)
             self._queued_tokens += sum(tokens)
+            self._gauge()
         self._arrival.set()
-        self._gauge()
         waiter = asyncio.gather(*(item.future for item in items))
         waiter.add_done_callback(_retrieve)  # a cancelled caller leaves nobody to read its outcome
         try:
@@ -387,16 +389,15 @@ class DynamicBatcher:
         """A batch of ``tokens`` that held ``slots`` core slots ran for ``elapsed_s`` and ended; ``ok``:
         it returned its results. Only those update the seconds per token (a batch that fails at once
         would make the model look fast), averaged as seconds per token so that one slow batch moves
-        the estimate as much as it is slow. ``release`` False: its thread kept the slot for the next
-        batch, which is counted as running instead."""
+        the estimate as much as it is slow. ``release`` False: its thread still holds the slot (it runs
+        the next batch on it, counted as running instead, or gives it back itself)."""
         if ok:
             cost = elapsed_s / max(tokens, 1)
             self._s_per_token = cost if not self._s_per_token else 0.8 * self._s_per_token + 0.2 * cost
         if self._metrics:
             self._metrics.inference_latency.labels(model=self.name).observe(elapsed_s)
         if release:
-            self._slots.running -= 1
-            self._slots.release(slots)
+            self._slots.batch_ended(slots)
 
     def _discard(self, items: list[_Item]) -> None:
         for item in items:
@@ -407,7 +408,7 @@ class DynamicBatcher:
                 return
             self._queue = deque(i for i in self._queue if id(i) not in gone)
             self._queued_tokens = sum(i.tokens for i in self._queue)
-        self._gauge()
+            self._gauge()
 
     # -- collector ---------------------------------------------------------------------------
 
@@ -436,7 +437,6 @@ class DynamicBatcher:
                     return []
                 batch, remaining = self._ready_batch()
             if batch:
-                self._gauge()
                 live = self._live(batch)
                 if live:
                     with self._slots.lock:
@@ -462,6 +462,7 @@ class DynamicBatcher:
         taken = set(map(id, batch))
         self._queue = deque(i for i in self._queue if id(i) not in taken)
         self._queued_tokens -= sum(i.tokens for i in batch)
+        self._gauge()
         return batch, 0.0
 
     def _live(self, batch: list[_Item], expired: Callable[[asyncio.Future], None] | None = None) -> list[_Item]:
@@ -487,7 +488,7 @@ class DynamicBatcher:
         def expired(future: asyncio.Future) -> None:
             self._loop.call_soon_threadsafe(_settle, future, None, DeadlineExceeded("deadline passed while queued"))
 
-        while self._queue and not self._closed:
+        while self._queue and self._thread_takes:
             batch, _ = self._ready_batch()
             if not batch:
                 return []
@@ -517,7 +518,8 @@ class DynamicBatcher:
         """Inference thread of this batcher: run ``batch`` of ``batcher`` (this one, or another model
         on the same cores), then, while it holds one slot and every core is busy, the next batch
         the cores hand out (:meth:`CoreSlots.take_next`) on the same thread. Each batch's outcome
-        is settled on the event loop (:meth:`_batch_done`); nothing here raises."""
+        is settled on the event loop (:meth:`_batch_done`) before the next one is chosen; a slot
+        kept for nothing is given back there too. Nothing here raises."""
         loop = self._loop
         while True:
             results, error = None, None
@@ -525,32 +527,31 @@ class DynamicBatcher:
                 results = infer([i.payload for i in batch])
             except BaseException as exc:
                 error = exc
+            keep = slots == 1  # a batch on every core gives them all back; one core may go on
+            loop.call_soon_threadsafe(batcher._batch_done, batch, results, error, time.monotonic() - started,
+                                      slots, keep)
             following = None
-            if slots == 1 and not self._closed:
+            if keep and self._thread_takes:
                 try:
                     following = self._slots.take_next(batcher)
                 except Exception:
                     log.exception("choosing the next batch on an inference thread failed")
-            elapsed_s = time.monotonic() - started
-            loop.call_soon_threadsafe(batcher._batch_done, batch, results, error, elapsed_s, slots,
-                                      following is not None)
             if following is None:
+                if keep:
+                    loop.call_soon_threadsafe(self._slots.batch_ended, 1)
                 return
             batcher, batch = following
             infer, started = batcher._infer, time.monotonic()
-            batcher._thread_started(batch, started)
-
-    def _thread_started(self, batch: list[_Item], started: float) -> None:
-        """A batch an inference thread took from this queue starts: gauges and batch metrics (both
-        thread-safe)."""
-        self._gauge()
-        self._observe_batch([i.tokens for i in batch], [started - i.enqueued_at for i in batch])
+            try:
+                batcher._observe_batch([i.tokens for i in batch], [started - i.enqueued_at for i in batch])
+            except Exception:  # metrics only: the batch runs whatever happens to them
+                log.exception("batch metrics failed on model %s", batcher.name)
 
     def _batch_done(self, batch: list[_Item], results: list | None, error: BaseException | None,
                     elapsed_s: float, slots: int, kept: bool) -> None:
         """On the event loop: settle every sequence of a batch that ran for ``elapsed_s`` and ended
-        (results, or the error for all of them); ``kept``: its thread kept the core slot for a next batch, else the ``slots``
-        it held are given back."""
+        (results, or the error for all of them); ``kept``: its thread still holds its one slot (see
+        :meth:`_work`), else the ``slots`` it held are given back."""
         ok = False
         try:
             if error is not None:

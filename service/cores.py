@@ -93,6 +93,12 @@ class CoreSlots:
                     self._free -= 1
                     waiter.set_result(None)
 
+    def batch_ended(self, slots: int) -> None:
+        """A running batch that held ``slots`` slots ended: it no longer counts in ``running`` and
+        its slots are given back (:meth:`release`)."""
+        self.running -= 1
+        self.release(slots)
+
     def idle(self) -> bool:
         """Nothing runs, nobody waits for a slot and no caller waits on these cores."""
         return not (self.running or self._waiters or self._free != self.workers or self.callers)
@@ -127,14 +133,16 @@ class CoreSlots:
         held (so the event loop could start nothing sooner), the next batch to run on this thread,
         keeping the slot, and its batcher; None gives the slot back through the event loop. The
         first batcher in line with a batch ready goes first (and to the back of the line), then
-        ``last``."""
+        ``last``; a waiter in line that is not a batcher gets the slot through the event loop."""
         with self.lock:
             if self._free:
                 return None  # a core is idle: the event loop hands out batches (perhaps on every core)
             for k, entry in enumerate(self._waiters):
                 waiter, owner = entry
-                if owner is None or waiter.done():
+                if waiter.done():
                     continue
+                if owner is None:
+                    return None
                 batch = owner.take_on_thread()
                 if batch:
                     del self._waiters[k]

@@ -669,3 +669,43 @@ def test_stopping_a_model_whose_thread_runs_another_models_batches_does_not_wait
     assert results == [[("b", (i, 4))] for i in range(200)]
     assert stopped_in_s < 0.5  # b's queue alone takes about 1 s
     assert cores.running == 0 and cores.waiting == 0 and cores.free == 1
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_model_draining_beside_a_busy_model_still_runs_what_it_accepted(workers):
+    """A reload's drain: model b (the old version) has requests queued when it is stopped with a
+    drain while model x keeps every core busy; inference threads keep taking b's batches until the
+    drain ends, so b's accepted requests run (not BatcherClosed after the whole drain); and a
+    plain waiter for a core (no batcher) still gets one under that load."""
+    from presso.service.batching import CoreSlots
+
+    def model(name: str):
+        def infer(payloads):
+            time.sleep(0.002)
+            return [(name, p) for p in payloads]
+        return infer
+
+    async def scenario():
+        cores = CoreSlots(workers)
+        x = DynamicBatcher("x", model("x"), BatchLimits(max_batch_size=1), cost=length, slots=cores)
+        b = DynamicBatcher("b", model("b"), BatchLimits(max_batch_size=1), cost=length, slots=cores)
+        x.start()
+        b.start()
+        load = [asyncio.ensure_future(x.submit([(i, 4)])) for i in range(1500 * workers)]  # about 3 s
+        await asyncio.sleep(0.03)  # x saturates the cores
+        accepted = [asyncio.ensure_future(b.submit([(i, 4)])) for i in range(3)]
+        await asyncio.sleep(0)
+        t0 = time.monotonic()
+        await b.stop(drain_s=2.0)
+        drained_in_s = time.monotonic() - t0
+        outcomes = await asyncio.gather(*accepted, return_exceptions=True)
+        await asyncio.wait_for(cores.acquire(), 1)  # no owner: granted through the event loop
+        cores.release()
+        await x.stop()  # x's remaining load is answered BatcherClosed
+        await asyncio.gather(*load, return_exceptions=True)
+        return drained_in_s, outcomes, cores
+
+    drained_in_s, outcomes, cores = asyncio.run(scenario())
+    assert outcomes == [[("b", (i, 4))] for i in range(3)]
+    assert drained_in_s < 1.0  # x's load alone takes about 3 s; the drain waits only for b's queue
+    assert cores.running == 0 and cores.waiting == 0 and cores.free == workers
