@@ -82,7 +82,7 @@ bench-routes: install
 # on both corpora; writes reports/experts.{json,md}.
 bench-experts: install
 	$(PRESSO) build ner --profile $(PROFILE) --if-missing
-	$(PRESSO) build wnut --profile $(PROFILE) --if-missing
+	$(PRESSO) build wnut --profile $(PROFILE) --seed 21 --if-missing
 	$(PRESSO) build domains --profile $(PROFILE) --casing --if-missing
 	$(PRESSO) build news-tweets --profile $(PROFILE) --if-missing
 	$(PY) -m presso.cli bench experts
