@@ -204,7 +204,7 @@ class DynamicBatcher:
         if self._collector:
             self._collector.cancel()
             await asyncio.gather(self._collector, return_exceptions=True)
-        while self._inflight:  # only the event loop lowers it once closed
+        while self._inflight:  # no thread raises it any more: only the event loop lowers it
             self._batch_ended.clear()
             await self._batch_ended.wait()
         if self._at_once:
