@@ -34,6 +34,10 @@ def test_bench_experts_reports_every_configuration(tmp_path):
     summary = report["summary"]
     assert isinstance(summary["router_beats_single_experts_on_mixed"], bool)
     assert set(summary["per_domain"]) == {"news", "social"}
+    for domain, by_k in summary["gap_to_own_expert_95ci"].items():
+        for k, gap in by_k.items():
+            assert abs(gap["gap_points"] - summary["per_domain"][domain][f"{k}_minus_own_expert_points"]) <= 0.02
+            assert gap["low_points"] <= gap["high_points"]
     assert report["test_sets"]["mixed"]["domains"]["news"] == report["test_sets"]["mixed"]["domains"]["social"]
     assert "| mixed" in (tmp_path / "out" / "experts.md").read_text()
 

