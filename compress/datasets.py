@@ -248,7 +248,7 @@ def load_domains(seed: int = 13, extra_tweets: int = ROUTER_EXTRA_TWEETS) -> Spl
     CoNLL-2003's own splits. The training split is balanced: as many news sentences (a seeded
     sample) as social texts, so the router's prior does not favour either corpus. Measured on
     validation: with WNUT's tweets alone the router misrouted 9 of 237 tweets and 20 of 3,250 news
-    sentences; with 4,000 extra tweets, 4 and 14. Trained with the plateau budget (``builtin``
+    sentences; with 4,000 extra tweets, 4 and 12. Trained with the plateau budget (``builtin``
     False)."""
     import random
 

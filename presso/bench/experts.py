@@ -115,15 +115,14 @@ def run(models_dir: Path, out_dir: Path, news: str = "ner", tweets: str = "wnut"
                 if k == 1:
                     chosen = [r["experts"][0]["expert"] for r in results]
                     out["router_accuracy"] = round(sum(c == d for c, (d, _) in zip(chosen, examples)) / len(examples), 4)
-            oracle: list[dict | None] = [None] * len(examples)
+            oracle: list[list[str]] = [[] for _ in examples]
             for domain, model, type_map in ((NEWS, news, None), (SOCIAL, tweets, WNUT_TO_CONLL)):
                 at = [i for i, (d, _) in enumerate(examples) if d == domain]
                 if at:
                     got = asyncio.run(post_all(url, "/ner", model, [texts[i] for i in at], batch, concurrency))
-                    for i, r in zip(at, got):
-                        oracle[i] = {"entities": [{**e, "label": (type_map or {}).get(e["label"], e["label"])}
-                                                  for e in r["entities"]]}
-            tags["oracle"] = predicted_tags(examples, oracle)
+                    for i, t in zip(at, predicted_tags([examples[i] for i in at], got, type_map)):
+                        oracle[i] = t
+            tags["oracle"] = oracle
             out.update({config: score(examples, t) for config, t in tags.items()})
             out["examples"] = len(examples)
             out["seconds"] = round(time.perf_counter() - started, 1)
